@@ -1,0 +1,3 @@
+//! One module per `gar` subcommand.
+
+pub mod eval;

