@@ -1,8 +1,10 @@
 //! The `gar` command line.
 
 mod commands;
+mod exit;
+mod regions;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "gar", version, about = "Grasp Any Region: region-level image understanding")]
@@ -13,18 +15,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Describe each region in detail (streamed).
+    Describe(commands::describe::DescribeArgs),
+    /// Ask a question about one or several regions (<Prompt0>, <Prompt1>, … in the order given).
+    Ask(commands::ask::AskArgs),
+    /// A multi-turn conversation about the regions, read from stdin.
+    Chat(commands::chat::ChatArgs),
+    /// Write the processor's model inputs to a safetensors file.
+    Inspect(commands::inspect::InspectArgs),
     /// Score benchmark predictions and replay cached judge verdicts.
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Region flags are re-read from the matches to keep their command-line order.
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
     let result = match cli.command {
+        Command::Describe(args) => commands::describe::run(args, &sub),
+        Command::Ask(args) => commands::ask::run(args, &sub),
+        Command::Chat(args) => commands::chat::run(args, &sub),
+        Command::Inspect(args) => commands::inspect::run(args, &sub),
         Command::Eval(cmd) => commands::eval::run(cmd),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
-        std::process::exit(1);
+        std::process::exit(exit::exit_code(&err));
     }
 }

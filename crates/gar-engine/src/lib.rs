@@ -1,5 +1,11 @@
 //! gar-engine: everything between a user's request and the model — checkpoint resolution,
-//! loading, generation with streaming, and the per-request state the model itself never holds.
+//! loading, generation with streaming, multi-turn chats that reuse the KV cache, and overlays.
 
-pub mod resolve;
+pub mod engine;
+pub mod error;
 pub mod overlay;
+pub mod resolve;
+
+pub use engine::{Answer, Chat, Engine, EngineOptions, Timings};
+pub use error::EngineError;
+pub use resolve::{resolve_model, DEFAULT_MODEL};

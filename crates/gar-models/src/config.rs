@@ -212,9 +212,13 @@ impl VisionConfig {
         model_args: &BTreeMap<String, Value>,
         num_features: Option<usize>,
     ) -> Result<Self, ConfigError> {
-        let mut c = timm_preset(architecture)?;
-        let mut mlp_ratio = c.1;
-        let mut c = c.0;
+        let Preset {
+            config: mut c,
+            mut mlp_ratio,
+            mut post_norm,
+            mut global_pool,
+            mut fc_norm,
+        } = timm_preset(architecture)?;
         for (key, value) in model_args {
             let bad = || ConfigError::Invalid(format!("vision model_args.{key} = {value}"));
             let as_usize = || value.as_u64().map(|v| v as usize).ok_or_else(bad);
@@ -252,12 +256,13 @@ impl VisionConfig {
                 "rope_temperature" => c.rope_temperature = value.as_f64().ok_or_else(bad)? as f32,
                 "init_values" => c.layer_scale = !value.is_null(),
                 "use_pre_transformer_norm" => c.use_pre_transformer_norm = as_bool()?,
-                "use_post_transformer_norm" => c.use_post_transformer_norm = as_bool()?,
+                "use_post_transformer_norm" => post_norm = value.as_bool(),
+                "use_fc_norm" => fc_norm = value.as_bool(),
+                "global_pool" => global_pool = value.as_str().ok_or_else(bad)?.to_string(),
                 "use_abs_pos_emb" => c.use_abs_pos_emb = as_bool()?,
                 "qkv_bias" => c.qkv_bias = as_bool()?,
                 // Only affect the pooling head / classifier, which GAR never runs (global_pool="").
-                "global_pool" | "num_classes" | "attn_pool_num_heads" | "attn_pool_mlp_ratio"
-                | "use_fc_norm" | "dynamic_img_size" | "dynamic_img_pad" | "drop_rate"
+                "num_classes" | "attn_pool_num_heads" | "attn_pool_mlp_ratio" | "dynamic_img_size" | "dynamic_img_pad" | "drop_rate"
                 | "drop_path_rate" | "pos_drop_rate" | "proj_drop_rate" | "attn_drop_rate"
                 | "patch_drop_rate" | "in_chans" | "head_init_scale" | "pretrained" => {}
                 // Structure changes we do not implement: refuse instead of computing something else.
@@ -290,6 +295,9 @@ impl VisionConfig {
                 }
             }
         }
+        // timm Eva.__init__: fc_norm defaults to (global_pool == 'avg'), the final norm to !fc_norm.
+        let fc_norm = fc_norm.unwrap_or(global_pool == "avg");
+        c.use_post_transformer_norm = post_norm.unwrap_or(!fc_norm);
         c.mlp_hidden = (c.embed_dim as f64 * mlp_ratio) as usize;
         c.num_features = num_features.unwrap_or(c.embed_dim);
         if c.embed_dim % c.num_heads != 0 || c.head_dim() % 4 != 0 {
@@ -308,10 +316,19 @@ impl VisionConfig {
     }
 }
 
-/// timm `eva.py` registrations (1.0.19) used by PLM/GAR, returned with their `mlp_ratio`.
-/// Eva defaults: img 224, qkv_bias, class token, abs pos-embed, no layer scale, rope temperature 1e4.
-fn timm_preset(architecture: &str) -> Result<(VisionConfig, f64), ConfigError> {
-    let base = VisionConfig {
+struct Preset {
+    config: VisionConfig,
+    mlp_ratio: f64,
+    post_norm: Option<bool>,
+    global_pool: String,
+    fc_norm: Option<bool>,
+}
+
+/// timm `eva.py` registrations (1.0.19) used by PLM/GAR. Eva defaults: img 224, qkv_bias, class token,
+/// abs pos-embed, no layer scale, rope temperature 1e4, global_pool 'avg'.
+fn timm_preset(architecture: &str) -> Result<Preset, ConfigError> {
+    // Fields shared by every PE registration: rope attention, pre-norm, LayerNorm eps 1e-5, 'xy' grid.
+    let pe = VisionConfig {
         architecture: architecture.to_string(),
         embed_dim: 768,
         depth: 12,
@@ -321,53 +338,61 @@ fn timm_preset(architecture: &str) -> Result<(VisionConfig, f64), ConfigError> {
         img_size: (224, 224),
         class_token: true,
         rope_grid_offset: 0.0,
-        rope_grid_xy: false,
+        rope_grid_xy: true,
         ref_feat_shape: None,
         rope_temperature: 10000.0,
         layer_scale: false,
-        use_pre_transformer_norm: false,
-        use_post_transformer_norm: true,
+        use_pre_transformer_norm: true,
+        use_post_transformer_norm: false,
         use_abs_pos_emb: true,
         qkv_bias: true,
         norm_eps: 1e-5,
         num_features: 0,
     };
-    // Fields shared by every PE registration: rope attention, pre-norm, LayerNorm eps 1e-5, 'xy' grid.
-    let pe = VisionConfig {
-        use_pre_transformer_norm: true,
-        rope_grid_xy: true,
-        ..base
-    };
-    let gigantic = |depth, post_norm, layer_scale| VisionConfig {
+    let gigantic = |depth, layer_scale| VisionConfig {
         embed_dim: 1536,
         depth,
         num_heads: 16,
         patch_size: 14,
         class_token: false,
         ref_feat_shape: Some((32, 32)),
-        use_post_transformer_norm: post_norm,
         layer_scale,
         ..pe.clone()
     };
-    let large = |depth, post_norm, layer_scale, ref_shape| VisionConfig {
+    let large = |depth, layer_scale, ref_shape| VisionConfig {
         embed_dim: 1024,
         depth,
         num_heads: 16,
         patch_size: 14,
         rope_grid_offset: 1.0,
         ref_feat_shape: Some(ref_shape),
-        use_post_transformer_norm: post_norm,
         layer_scale,
         ..pe.clone()
     };
     const G_RATIO: f64 = 8960.0 / 1536.0;
+    // core_* use an attention-pool head ('map') and leave the final norm to Eva's default;
+    // lang_*/spatial_* disable both norms explicitly.
+    let core = |config, mlp_ratio| Preset {
+        config,
+        mlp_ratio,
+        post_norm: None,
+        global_pool: "map".into(),
+        fc_norm: None,
+    };
+    let plain = |config, mlp_ratio| Preset {
+        config,
+        mlp_ratio,
+        post_norm: Some(false),
+        global_pool: "avg".into(),
+        fc_norm: Some(false),
+    };
     Ok(match architecture {
-        "vit_pe_core_large_patch14_336" => (large(24, true, false, (24, 24)), 4.0),
-        "vit_pe_lang_large_patch14_448" => (large(23, false, true, (32, 32)), 4.0),
-        "vit_pe_spatial_large_patch14_448" => (large(24, false, false, (32, 32)), 4.0),
-        "vit_pe_core_gigantic_patch14_448" => (gigantic(50, true, false), G_RATIO),
-        "vit_pe_lang_gigantic_patch14_448" => (gigantic(47, false, true), G_RATIO),
-        "vit_pe_spatial_gigantic_patch14_448" => (gigantic(50, false, true), G_RATIO),
+        "vit_pe_core_large_patch14_336" => core(large(24, false, (24, 24)), 4.0),
+        "vit_pe_lang_large_patch14_448" => plain(large(23, true, (32, 32)), 4.0),
+        "vit_pe_spatial_large_patch14_448" => plain(large(24, false, (32, 32)), 4.0),
+        "vit_pe_core_gigantic_patch14_448" => core(gigantic(50, false), G_RATIO),
+        "vit_pe_lang_gigantic_patch14_448" => plain(gigantic(47, true), G_RATIO),
+        "vit_pe_spatial_gigantic_patch14_448" => plain(gigantic(50, true), G_RATIO),
         other => {
             return Err(ConfigError::Unsupported(format!(
                 "vision architecture {other:?} (supported: vit_pe_{{core,lang,spatial}}_{{large,gigantic}}_*)"
@@ -398,7 +423,7 @@ pub struct GarConfig {
     pub image_token_id: u32,
     /// `Some` for GAR checkpoints (mask conv + feature replay), `None` for plain Perception-LM.
     pub gar: Option<GarRegionConfig>,
-    /// Key prefix of the PLM weights: `"mllm."` for GAR, `""` for Perception-LM.
+    /// `VarBuilder` segment holding the PLM weights: `"mllm"` for GAR, `""` (the root) for Perception-LM.
     pub weight_prefix: String,
 }
 
@@ -472,7 +497,7 @@ impl GarConfig {
         match model_type {
             "GAR" | "gar" => {
                 let raw: RawGar = serde_json::from_value(value).map_err(ConfigError::Json)?;
-                let mut cfg = Self::from_plm(raw.mllm_config, "mllm.")?;
+                let mut cfg = Self::from_plm(raw.mllm_config, "mllm")?;
                 let kernel_size = match raw.kernel_size {
                     None => (cfg.vision.patch_size, cfg.vision.patch_size),
                     Some(Value::Number(n)) => {

@@ -1,3 +1,8 @@
 //! One module per `gar` subcommand.
 
+pub mod ask;
+pub mod chat;
+mod common;
+pub mod describe;
 pub mod eval;
+pub mod inspect;

@@ -1,0 +1,76 @@
+//! Exit codes and one-line error messages. Every failure reaches the user as `error: …` on stderr
+//! and a code that says whose problem it is:
+//! 1 inference or I/O failure, 2 bad command line (clap), 3 bad input (image, region, prompt),
+//! 4 checkpoint problem (missing files, wrong shapes, tokenizer mismatch).
+
+use gar_engine::EngineError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Runtime,
+    Input,
+    Checkpoint,
+}
+
+impl Kind {
+    pub fn code(self) -> i32 {
+        match self {
+            Kind::Runtime => 1,
+            Kind::Input => 3,
+            Kind::Checkpoint => 4,
+        }
+    }
+}
+
+/// An error tagged with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: Kind,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn new(kind: Kind, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind,
+            error: error.into(),
+        }
+    }
+
+    pub fn from_engine(error: EngineError) -> Self {
+        Self::new(Self::from_engine_ref(&error), error)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The exit code for an error returned by a command.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    error
+        .downcast_ref::<Failure>()
+        .map(|f| f.kind.code())
+        .or_else(|| {
+            error
+                .downcast_ref::<EngineError>()
+                .map(|e| Failure::from_engine_ref(e).code())
+        })
+        .unwrap_or(1)
+}
+
+impl Failure {
+    fn from_engine_ref(error: &EngineError) -> Kind {
+        match error {
+            EngineError::Input(_) | EngineError::Usage(_) => Kind::Input,
+            EngineError::Load(_) | EngineError::Mismatch(_) | EngineError::Resolve(_) => {
+                Kind::Checkpoint
+            }
+            EngineError::Inference(_) | EngineError::Internal(_) => Kind::Runtime,
+        }
+    }
+}

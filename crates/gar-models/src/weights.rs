@@ -1,0 +1,225 @@
+//! Checkpoint access: memory-mapped safetensors (one file or HF-sharded with `model.safetensors.index.json`) or
+//! an in-memory tensor map (GGUF import, tests), exposed as a candle `VarBuilder` whose lookups check names and
+//! shapes and fail with a [`WeightError`] naming the offending tensor.
+//!
+//! Stored dtypes (bf16/f16/f32) are converted to the requested compute dtype on load.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{LoadError, WeightError};
+
+/// File names HF uses for single-file and sharded checkpoints.
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+enum Source {
+    Mmaped {
+        st: MmapedSafetensors,
+        shapes: HashMap<String, Vec<usize>>,
+    },
+    Tensors(HashMap<String, Tensor>),
+}
+
+/// A set of named tensors plus a description for error messages.
+pub struct Checkpoint {
+    source: Source,
+    desc: String,
+    first_error: Mutex<Option<WeightError>>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkpoint({})", self.desc)
+    }
+}
+
+fn files_err(path: &Path, message: impl std::fmt::Display) -> LoadError {
+    LoadError::Files {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+impl Checkpoint {
+    /// Opens `dir/model.safetensors`, or the shards listed in `dir/model.safetensors.index.json`.
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        let index = dir.join(INDEX_FILE);
+        let single = dir.join(SINGLE_FILE);
+        if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| files_err(&index, e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| files_err(&index, e))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| files_err(&index, "no \"weight_map\" object"))?;
+            let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            let paths: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
+            Self::open_files(&paths)
+        } else if single.is_file() {
+            Self::open_files(&[single])
+        } else {
+            Err(files_err(
+                dir,
+                format!("neither {SINGLE_FILE} nor {INDEX_FILE} found"),
+            ))
+        }
+    }
+
+    /// Memory-maps the given safetensors files (a tensor present in several files comes from the last).
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
+        for p in paths {
+            if !p.is_file() {
+                return Err(files_err(p, "file not found"));
+            }
+        }
+        // SAFETY: the files are mapped read-only; as with every mmap-based loader, they must not be truncated
+        // or rewritten while the model is alive.
+        let st = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| {
+            files_err(paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")), e)
+        })?;
+        let shapes = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
+        let desc = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Self {
+            source: Source::Mmaped { st, shapes },
+            desc,
+            first_error: Mutex::new(None),
+        })
+    }
+
+    /// Wraps tensors already in memory (e.g. dequantized GGUF weights).
+    pub fn from_tensors(tensors: HashMap<String, Tensor>, desc: impl Into<String>) -> Self {
+        Self {
+            source: Source::Tensors(tensors),
+            desc: desc.into(),
+            first_error: Mutex::new(None),
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.desc
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.shape_of(name).is_some()
+    }
+
+    /// Stored shape of a tensor, if present.
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        match &self.source {
+            Source::Mmaped { shapes, .. } => shapes.get(name).cloned(),
+            Source::Tensors(map) => map.get(name).map(|t| t.dims().to_vec()),
+        }
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.source {
+            Source::Mmaped { shapes, .. } => shapes.keys().cloned().collect(),
+            Source::Tensors(map) => map.keys().cloned().collect(),
+        };
+        names.sort();
+        names
+    }
+
+    /// Loads one tensor as stored (no dtype conversion, no shape check).
+    pub fn load_raw(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match &self.source {
+            Source::Mmaped { st, .. } => st.load(name, device),
+            Source::Tensors(map) => map
+                .get(name)
+                .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                    path: name.to_string(),
+                })?
+                .to_device(device),
+        }
+    }
+
+    /// The first name/shape problem met by a `VarBuilder` built on this checkpoint.
+    pub fn first_error(&self) -> Option<WeightError> {
+        self.first_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn fail(&self, err: WeightError) -> candle_core::Error {
+        if let Ok(mut slot) = self.first_error.lock() {
+            slot.get_or_insert_with(|| err.clone());
+        }
+        candle_core::Error::wrap(err)
+    }
+
+    /// A `VarBuilder` over this checkpoint producing tensors of `dtype` on `device`.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Backend(self.clone())), dtype, device.clone())
+    }
+}
+
+/// Maps a construction error to [`LoadError`], preferring the typed weight error the checkpoint recorded.
+pub fn load_error(ckpt: &Checkpoint, err: candle_core::Error) -> LoadError {
+    match ckpt.first_error() {
+        Some(w) => LoadError::Weight(w),
+        None => LoadError::Candle(err),
+    }
+}
+
+struct Backend(Arc<Checkpoint>);
+
+impl SimpleBackend for Backend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let ckpt = &self.0;
+        let Some(found) = ckpt.shape_of(name) else {
+            return Err(ckpt.fail(WeightError::Missing {
+                name: name.to_string(),
+                expected: s.dims().to_vec(),
+                source_desc: ckpt.desc.clone(),
+            }));
+        };
+        if found != s.dims() {
+            return Err(ckpt.fail(WeightError::Shape {
+                name: name.to_string(),
+                expected: s.dims().to_vec(),
+                found,
+                source_desc: ckpt.desc.clone(),
+            }));
+        }
+        ckpt.load_raw(name, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let ckpt = &self.0;
+        if !ckpt.contains(name) {
+            return Err(ckpt.fail(WeightError::Missing {
+                name: name.to_string(),
+                expected: vec![],
+                source_desc: ckpt.desc.clone(),
+            }));
+        }
+        ckpt.load_raw(name, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}

@@ -1,0 +1,540 @@
+//! [`GarProcessor`]: the one entry point from (image, regions, request) to model inputs.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use crate::config::{GarFields, MediaTokenConfig, PreprocessorConfig};
+use crate::decode::{decode_raw, py_strip, TextStream};
+use crate::error::{ProcessorError, Result, Warning};
+use crate::image::RgbImage;
+use crate::mask::{label_map, resize_labels, MaskResample, Placed};
+use crate::prompt::{
+    conversation, first_message_text, mentioned_prompts, ChatTemplate, Prompt, Request,
+    CROP_TOKENS_PER_REGION,
+};
+use crate::region::{BinaryMask, Region};
+use crate::resize::{resize_bicubic_aa, Arith};
+use crate::tiling::select_grid;
+use crate::tokens::{crop_token_name, SpecialTokens, TokenizerConfig};
+
+/// BOS policy. The chat template already writes `<|begin_of_text|>`; the question is whether the
+/// tokenizer's post-processor adds another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bos {
+    /// Tokenise with `add_special_tokens=true`: the Llama-3 post-processor prepends a second BOS. This is
+    /// what the reference inference path feeds (`processor(text=rendered)`, gar-spec §7.4).
+    #[default]
+    Double,
+    /// Tokenise with `add_special_tokens=false`: the template's BOS only (training path,
+    /// `apply_chat_template(tokenize=True)`).
+    Single,
+}
+
+/// Processor-wide switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessorOptions {
+    pub bos: Bos,
+    pub mask_resample: MaskResample,
+    /// Overrides `preprocessor_config.json`'s `max_num_tiles` (a request may override again).
+    pub max_num_tiles: Option<usize>,
+    /// Float contraction of the resize kernel; the default matches PyTorch's CPU build.
+    pub arith: Arith,
+}
+
+/// One region as the model sees it, in prompt order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionInput {
+    /// K of `<PromptK>`; also the region's value in `mask_labels`.
+    pub prompt_index: usize,
+    /// Index of the region in the caller's slice.
+    pub region: usize,
+    /// Id of the 256 feature-replay tokens of this region (`<|reserved_special_token_{K+2}|>`).
+    pub crop_token_id: u32,
+    /// `(x_min / W, y_min / H, x_max / W, y_max / H)` of the mask at the image's resolution, max inclusive.
+    pub bbox: [f64; 4],
+    /// Pixels inside the region at the image's resolution.
+    pub area: u64,
+}
+
+/// Everything the model needs for one request.
+#[derive(Debug, Clone)]
+pub struct GarInputs {
+    /// Side of a square tile (448).
+    pub tile_size: usize,
+    /// T = 1 + ncw·nch (thumbnail first).
+    pub num_tiles: usize,
+    /// `(ncw, nch)`: grid columns and rows.
+    pub aspect_ratio: (u32, u32),
+    /// T × 3 × tile × tile uint8 tiles (CHW): thumbnail, then grid tiles row-major.
+    pub tiles_u8: Vec<u8>,
+    /// Same layout, `(u8 − mean) / std` in float32 (`(u8 − 127.5) / 127.5` for GAR).
+    pub pixel_values: Vec<f32>,
+    /// T × tile × tile labels on the same tiles: K inside `<PromptK>`'s region, `background_label`
+    /// elsewhere.
+    pub mask_labels: Vec<u8>,
+    /// `prompt_numbers` (the `<NO_Prompt>` label).
+    pub background_label: u8,
+    pub input_ids: Vec<u32>,
+    /// Regions in prompt order, each with its own box.
+    pub regions: Vec<RegionInput>,
+    /// The rendered chat text before `<|image|>` expansion.
+    pub prompt_text: String,
+    pub warnings: Vec<Warning>,
+}
+
+impl GarInputs {
+    /// Boxes in prompt order.
+    pub fn bboxes(&self) -> Vec<[f64; 4]> {
+        self.regions.iter().map(|r| r.bbox).collect()
+    }
+
+    /// Crop token ids in prompt order.
+    pub fn crop_token_ids(&self) -> Vec<u32> {
+        self.regions.iter().map(|r| r.crop_token_id).collect()
+    }
+
+    /// The mask image the model embeds (`labels != background` as 0/1), T × tile × tile; the reference
+    /// repeats it over 3 channels.
+    pub fn region_mask(&self) -> Vec<f32> {
+        self.mask_labels
+            .iter()
+            .map(|&l| f32::from(u8::from(l != self.background_label)))
+            .collect()
+    }
+}
+
+/// Images, regions and prompts to GAR model inputs, configured from a checkpoint directory.
+#[derive(Debug)]
+pub struct GarProcessor {
+    tokenizer: Tokenizer,
+    tokenizer_config: TokenizerConfig,
+    template: ChatTemplate,
+    preprocessor: PreprocessorConfig,
+    media: MediaTokenConfig,
+    tokens: SpecialTokens,
+    options: ProcessorOptions,
+}
+
+fn template_source(dir: &Path, cfg: &TokenizerConfig) -> Result<String> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja).map_err(|source| ProcessorError::Io {
+            path: jinja,
+            source,
+        });
+    }
+    let json = dir.join("chat_template.json");
+    if json.is_file() {
+        let v = crate::config::read_json(&json)?;
+        if let Some(t) = v.get("chat_template").and_then(|t| t.as_str()) {
+            return Ok(t.to_string());
+        }
+    }
+    cfg.chat_template.clone().ok_or_else(|| {
+        ProcessorError::config(
+            dir.join("tokenizer_config.json"),
+            "no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json)",
+        )
+    })
+}
+
+impl GarProcessor {
+    /// Loads `tokenizer.json`, `tokenizer_config.json`, the chat template, `preprocessor_config.json`,
+    /// `processor_config.json` and `config.json` from a checkpoint directory. Optional files fall back to
+    /// the transformers defaults.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_dir_with_options(dir, ProcessorOptions::default())
+    }
+
+    pub fn from_dir_with_options(dir: impl AsRef<Path>, options: ProcessorOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let optional = |name: &str| -> Option<PathBuf> {
+            let p = dir.join(name);
+            p.is_file().then_some(p)
+        };
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| ProcessorError::config(&tok_path, e))?;
+        let tokenizer_config = match optional("tokenizer_config.json") {
+            Some(p) => TokenizerConfig::from_file(&p)?,
+            None => TokenizerConfig::default(),
+        };
+        let template = ChatTemplate::new(&template_source(dir, &tokenizer_config)?)?;
+        let preprocessor = match optional("preprocessor_config.json") {
+            Some(p) => PreprocessorConfig::from_file(&p)?,
+            None => PreprocessorConfig::default(),
+        };
+        let media = match optional("processor_config.json") {
+            Some(p) => MediaTokenConfig::from_file(&p)?,
+            None => MediaTokenConfig::default(),
+        };
+        let gar = match optional("config.json") {
+            Some(p) => GarFields::from_file(&p)?,
+            None => GarFields::default(),
+        };
+        Self::new(
+            tokenizer,
+            tokenizer_config,
+            template,
+            preprocessor,
+            media,
+            &gar,
+            options,
+        )
+    }
+
+    /// Builds a processor from already-loaded parts.
+    pub fn new(
+        tokenizer: Tokenizer,
+        tokenizer_config: TokenizerConfig,
+        template: ChatTemplate,
+        preprocessor: PreprocessorConfig,
+        media: MediaTokenConfig,
+        gar: &GarFields,
+        options: ProcessorOptions,
+    ) -> Result<Self> {
+        let tokens = SpecialTokens::resolve(&tokenizer, &tokenizer_config, gar)?;
+        Ok(Self {
+            tokenizer,
+            tokenizer_config,
+            template,
+            preprocessor,
+            media,
+            tokens,
+            options,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.tokens
+    }
+
+    pub fn preprocessor_config(&self) -> &PreprocessorConfig {
+        &self.preprocessor
+    }
+
+    pub fn options(&self) -> &ProcessorOptions {
+        &self.options
+    }
+
+    /// `<|image|>` tokens per tile (256).
+    pub fn tokens_per_tile(&self) -> usize {
+        self.media.tokens_per_tile(self.preprocessor.tile_size)
+    }
+
+    /// The `max_num_tiles` a request would use.
+    pub fn max_num_tiles(&self, request: &Request) -> usize {
+        request
+            .max_num_tiles
+            .or(self.options.max_num_tiles)
+            .unwrap_or(self.preprocessor.max_num_tiles)
+    }
+
+    /// `(ncw, nch)` for an image size under a request.
+    pub fn grid(&self, width: u32, height: u32, request: &Request) -> (u32, u32) {
+        if !self.preprocessor.uses_tiles() {
+            return (1, 1);
+        }
+        select_grid(
+            width,
+            height,
+            self.preprocessor.tile_size,
+            self.max_num_tiles(request),
+        )
+    }
+
+    /// Turns an image, its regions (region i is `<Prompt i>` for `Ask`; the single region of `Describe`
+    /// takes its slot) and a request into model inputs.
+    pub fn process(
+        &self,
+        image: &RgbImage,
+        regions: &[Region],
+        request: &Request,
+    ) -> Result<GarInputs> {
+        let mut warnings = Vec::new();
+        let slots = self.slots(regions, request, &mut warnings)?;
+        let (w, h) = (image.width(), image.height());
+        let masks = regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.region_mask(r, i, w, h, &mut warnings))
+            .collect::<Result<Vec<_>>>()?;
+
+        // Label map and per-region boxes, in prompt order.
+        let mut order: Vec<(usize, usize)> = slots.iter().copied().enumerate().map(|(r, k)| (k, r)).collect();
+        order.sort_unstable();
+        let placed: Vec<Placed<'_>> = order
+            .iter()
+            .map(|&(k, r)| Placed {
+                label: k as u8,
+                region: r,
+                mask: &masks[r],
+            })
+            .collect();
+        let background = self.tokens.background_label();
+        let labels = label_map(w, h, &placed, background, &mut warnings);
+        let region_inputs = order
+            .iter()
+            .map(|&(k, r)| {
+                let m = &masks[r];
+                let b = m.bbox().ok_or(ProcessorError::EmptyRegion { index: r })?;
+                let (fw, fh) = (w as f64, h as f64);
+                Ok(RegionInput {
+                    prompt_index: k,
+                    region: r,
+                    crop_token_id: self.tokens.crops[k],
+                    bbox: [b[0] as f64 / fw, b[1] as f64 / fh, b[2] as f64 / fw, b[3] as f64 / fh],
+                    area: m.area(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // Pixels.
+        let grid = self.grid(w, h, request);
+        let ts = self.preprocessor.tile_size as usize;
+        // Without "thumb+tile" the processor returns the thumbnail alone.
+        let tiles = self.preprocessor.uses_tiles().then_some(grid);
+        let tiles_u8 = tile_planes(&image.to_planes(), 3, (h as usize, w as usize), ts, tiles, |p, c, i, o| {
+            resize_bicubic_aa(p, c, i, o, self.options.arith)
+        });
+        let norm = self.preprocessor.normalization();
+        let plane = ts * ts;
+        let pixel_values = tiles_u8
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| norm.apply((i / plane) % 3, v))
+            .collect();
+        let mask_labels = tile_planes(&labels, 1, (h as usize, w as usize), ts, tiles, |p, _, i, o| {
+            resize_labels(p, i, o, self.options.mask_resample, background, self.options.arith)
+        });
+        let num_tiles = tiles_u8.len() / (3 * plane);
+
+        // Text.
+        let slot_tokens: Vec<(usize, String)> = order.iter().map(|&(k, _)| (k, crop_token_name(k))).collect();
+        let slot_refs: Vec<(usize, &str)> = slot_tokens.iter().map(|(k, t)| (*k, t.as_str())).collect();
+        let first = first_message_text(&request.prompt, &slot_refs);
+        let prompt_text = self.render(&first, request)?;
+        let input_ids = self.tokenize(&prompt_text, num_tiles, &region_inputs)?;
+
+        Ok(GarInputs {
+            tile_size: ts,
+            num_tiles,
+            aspect_ratio: grid,
+            tiles_u8,
+            pixel_values,
+            mask_labels,
+            background_label: background,
+            input_ids,
+            regions: region_inputs,
+            prompt_text,
+            warnings,
+        })
+    }
+
+    /// Prompt slot K of every region, validating the request against the regions and the checkpoint.
+    fn slots(
+        &self,
+        regions: &[Region],
+        request: &Request,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Vec<usize>> {
+        let limit = self.tokens.prompt_numbers;
+        if regions.len() > limit {
+            return Err(ProcessorError::TooManyRegions {
+                given: regions.len(),
+                limit,
+            });
+        }
+        let forbidden = [self.tokens.image_token.clone(), "<|reserved_special_token_".to_string()];
+        let assistant = request.follow_ups.iter().map(|f| f.assistant.as_str());
+        let system = request.system.iter().map(String::as_str);
+        for t in request.user_texts().chain(assistant).chain(system) {
+            if let Some(f) = forbidden.iter().find(|f| t.contains(f.as_str())) {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "texts may not contain {f:?}: the processor places these tokens itself"
+                )));
+            }
+        }
+        let mentioned: Vec<usize> = request.user_texts().flat_map(mentioned_prompts).collect();
+        let slots: Vec<usize> = match &request.prompt {
+            Prompt::Describe { slot, .. } => {
+                if regions.len() != 1 {
+                    return Err(ProcessorError::InvalidRequest(format!(
+                        "Describe takes exactly one region, got {} (use Ask for several)",
+                        regions.len()
+                    )));
+                }
+                if *slot >= limit {
+                    return Err(ProcessorError::SlotOutOfRange { slot: *slot, limit });
+                }
+                if let Some(&k) = mentioned.iter().find(|&&k| k != *slot) {
+                    return Err(ProcessorError::UnknownPrompt {
+                        prompt: k,
+                        regions: 1,
+                    });
+                }
+                vec![*slot]
+            }
+            Prompt::Ask { .. } => {
+                if let Some(&k) = mentioned.iter().find(|&&k| k >= regions.len()) {
+                    return Err(ProcessorError::UnknownPrompt {
+                        prompt: k,
+                        regions: regions.len(),
+                    });
+                }
+                for r in 0..regions.len() {
+                    if !mentioned.contains(&r) {
+                        warnings.push(Warning::RegionNotMentioned { region: r });
+                    }
+                }
+                (0..regions.len()).collect()
+            }
+        };
+        Ok(slots)
+    }
+
+    /// A region as a mask of the image's size (NEAREST-resized with a warning if needed), never empty.
+    fn region_mask(
+        &self,
+        region: &Region,
+        index: usize,
+        w: u32,
+        h: u32,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<BinaryMask> {
+        let mut m = region.to_mask(w, h, index)?;
+        if (m.width(), m.height()) != (w, h) {
+            warnings.push(Warning::MaskResized {
+                region: index,
+                from: (m.width(), m.height()),
+                to: (w, h),
+            });
+            m = m.resize_nearest(w, h);
+        }
+        if m.area() == 0 {
+            return Err(ProcessorError::EmptyRegion { index });
+        }
+        Ok(m)
+    }
+
+    /// Renders the conversation with the checkpoint's chat template (`add_generation_prompt=True`).
+    pub(crate) fn render(&self, first_text: &str, request: &Request) -> Result<String> {
+        let messages = conversation(first_text, request);
+        let c = &self.tokenizer_config;
+        let mut special: Vec<(&str, &str)> = vec![
+            ("bos_token", c.bos_token.as_str()),
+            ("eos_token", c.eos_token.as_str()),
+        ];
+        if let Some(p) = &c.pad_token {
+            special.push(("pad_token", p));
+        }
+        if let Some(u) = &c.unk_token {
+            special.push(("unk_token", u));
+        }
+        self.template.render(&messages, true, &special)
+    }
+
+    /// Expands `<|image|>` to `tokens_per_tile · T` copies and tokenises (`_expand_media_tokens` + the
+    /// tokenizer call), then checks the token layout the model relies on.
+    fn tokenize(&self, text: &str, num_tiles: usize, regions: &[RegionInput]) -> Result<Vec<u32>> {
+        let image_token = &self.tokens.image_token;
+        let n_images = text.matches(image_token.as_str()).count();
+        if n_images != 1 {
+            return Err(ProcessorError::Template(format!(
+                "the rendered prompt holds {n_images} {image_token} placeholders instead of 1"
+            )));
+        }
+        let n_image_tokens = self.tokens_per_tile() * num_tiles;
+        let expanded = text.replacen(image_token.as_str(), &image_token.repeat(n_image_tokens), 1);
+        let add_special = self.options.bos == Bos::Double;
+        let enc = self
+            .tokenizer
+            .encode(expanded, add_special)
+            .map_err(ProcessorError::tokenizer)?;
+        let ids = enc.get_ids().to_vec();
+        let count = |id: u32| ids.iter().filter(|&&t| t == id).count();
+        if count(self.tokens.image) != n_image_tokens {
+            return Err(ProcessorError::Tokenizer(format!(
+                "expected {n_image_tokens} image tokens, the tokenizer produced {}",
+                count(self.tokens.image)
+            )));
+        }
+        for r in regions {
+            let first = ids.iter().position(|&t| t == r.crop_token_id);
+            let run_ok = first.is_some_and(|s| {
+                ids.len() >= s + CROP_TOKENS_PER_REGION
+                    && ids[s..s + CROP_TOKENS_PER_REGION].iter().all(|&t| t == r.crop_token_id)
+            });
+            if count(r.crop_token_id) != CROP_TOKENS_PER_REGION || !run_ok {
+                return Err(ProcessorError::Tokenizer(format!(
+                    "crop token {} of <Prompt{}> is not one run of {CROP_TOKENS_PER_REGION} tokens",
+                    r.crop_token_id, r.prompt_index
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The reference's answer text: `decode(ids, skip_special_tokens=True)` with the tokenizer's clean-up
+    /// setting, then `.strip()`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text = self.decode_raw(ids, true)?;
+        Ok(py_strip(&text).to_string())
+    }
+
+    /// `tokenizer.decode(ids, skip_special_tokens)` with the clean-up setting, no strip (GAR-Bench decodes
+    /// with `skip_special_tokens=False`).
+    pub fn decode_raw(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        decode_raw(
+            &self.tokenizer,
+            ids,
+            skip_special_tokens,
+            self.tokenizer_config.clean_up_tokenization_spaces,
+        )
+    }
+
+    /// An incremental decoder whose pieces concatenate to [`GarProcessor::decode`]'s result.
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream::new(
+            &self.tokenizer,
+            true,
+            self.tokenizer_config.clean_up_tokenization_spaces,
+        )
+    }
+}
+
+/// Thumbnail plus grid tiles of `channels` planes: both are resized from the original image (the
+/// thumbnail ignoring aspect ratio), the canvas is split row-major. Output: T × channels × ts × ts.
+/// `grid = None` gives the thumbnail alone.
+fn tile_planes(
+    planes: &[u8],
+    channels: usize,
+    (h, w): (usize, usize),
+    ts: usize,
+    grid: Option<(u32, u32)>,
+    resize: impl Fn(&[u8], usize, (usize, usize), (usize, usize)) -> Vec<u8>,
+) -> Vec<u8> {
+    let mut out = resize(planes, channels, (h, w), (ts, ts));
+    let Some((ncw, nch)) = grid else {
+        return out;
+    };
+    let (ncw, nch) = (ncw as usize, nch as usize);
+    let (ch, cw) = (nch * ts, ncw * ts);
+    let canvas = resize(planes, channels, (h, w), (ch, cw));
+    out.reserve(ncw * nch * channels * ts * ts);
+    for r in 0..nch {
+        for c in 0..ncw {
+            for p in canvas.chunks_exact(ch * cw) {
+                for y in r * ts..(r + 1) * ts {
+                    out.extend_from_slice(&p[y * cw + c * ts..y * cw + (c + 1) * ts]);
+                }
+            }
+        }
+    }
+    out
+}
