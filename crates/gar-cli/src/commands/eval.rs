@@ -3,6 +3,7 @@
 //! Output contract: without `--json` a readable table; with `--json` the last stdout line is
 //! one JSON object. `--report DIR` also writes summary.md, summary.json and chart.svg.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -91,12 +92,17 @@ fn emit<T: Serialize>(
             .with_context(|| format!("writing the report to {}", dir.display()))?;
         eprintln!("report written to {}", dir.display());
     }
-    if common.json {
-        println!("{}", serde_json::to_string(result)?);
+    let text = if common.json {
+        serde_json::to_string(result)? + "\n"
     } else {
-        print!("{}", report.to_text());
+        report.to_text()
+    };
+    // A closed pipe (`| head`) is not an error worth a panic or a message.
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The annotation file: `--annotations`, else found by layout.
