@@ -67,10 +67,30 @@ impl Failure {
     fn from_engine_ref(error: &EngineError) -> Kind {
         match error {
             EngineError::Input(_) | EngineError::Usage(_) => Kind::Input,
-            EngineError::Load(_) | EngineError::Mismatch(_) | EngineError::Resolve(_) => {
+            EngineError::Load(_)
+            | EngineError::CheckpointFiles(_)
+            | EngineError::Mismatch(_)
+            | EngineError::Resolve(_) => {
                 Kind::Checkpoint
             }
             EngineError::Inference(_) | EngineError::Internal(_) => Kind::Runtime,
         }
     }
+}
+
+/// `error: a: b: c` from an error chain, dropping causes whose text the message already shows
+/// (many library errors print their source themselves).
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

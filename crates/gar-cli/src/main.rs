@@ -23,6 +23,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Write the processor's model inputs to a safetensors file.
     Inspect(commands::inspect::InspectArgs),
+    /// Turn clicks, a box or a scribble into a mask with SAM.
+    Segment(commands::segment::SegmentArgs),
     /// Score benchmark predictions and replay cached judge verdicts.
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
@@ -44,10 +46,11 @@ fn main() {
         Command::Ask(args) => commands::ask::run(args, &sub),
         Command::Chat(args) => commands::chat::run(args, &sub),
         Command::Inspect(args) => commands::inspect::run(args, &sub),
+        Command::Segment(args) => commands::segment::run(args),
         Command::Eval(cmd) => commands::eval::run(cmd),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", exit::one_line(&err));
         std::process::exit(exit::exit_code(&err));
     }
 }

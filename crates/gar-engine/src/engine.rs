@@ -74,7 +74,8 @@ impl Engine {
     /// Loads `dir` (config, weights, tokenizer, processor config) and checks they fit together.
     pub fn load(dir: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
         let start = Instant::now();
-        let processor = GarProcessor::from_dir_with_options(dir, options.processor)?;
+        let processor = GarProcessor::from_dir_with_options(dir, options.processor)
+            .map_err(EngineError::CheckpointFiles)?;
         let model = GarModel::load(dir, options.dtype, &options.device, options.quirks)?;
         let specials = processor.special_tokens();
         let vocab = model.config().text.vocab_size;

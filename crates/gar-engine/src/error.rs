@@ -11,6 +11,9 @@ pub enum EngineError {
     /// The checkpoint cannot be loaded (missing file, wrong shape, bad config).
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The checkpoint's tokenizer / processor files are missing or inconsistent.
+    #[error(transparent)]
+    CheckpointFiles(ProcessorError),
     /// Checkpoint files that disagree with each other (tokenizer vs config vs weights).
     #[error("checkpoint mismatch: {0}")]
     Mismatch(String),

@@ -184,8 +184,9 @@ pub fn read_inputs(
     matches: &ArgMatches,
 ) -> Result<(RgbImage, Vec<Region>, Vec<RegionSpec>)> {
     let options = load_options(&input.process);
-    let image = load_image(&input.image, &options).map_err(|e| Failure::new(Kind::Input, e))?;
+    // Flags first: a typo in --box should not wait for a large image to decode.
     let specs = regions_in_order(matches).map_err(|e| Failure::new(Kind::Input, e))?;
+    let image = load_image(&input.image, &options).map_err(|e| Failure::new(Kind::Input, e))?;
     let mut regions = Vec::with_capacity(specs.len());
     for spec in &specs {
         let region = to_region(spec, &options).map_err(|e| Failure::new(Kind::Input, e))?;

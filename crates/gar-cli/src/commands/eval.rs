@@ -23,7 +23,7 @@ pub enum EvalCommand {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Bench {
+pub enum Benchmark {
     GarBenchVqa,
     GarBenchSimple,
     GarBenchDetailed,
@@ -48,7 +48,7 @@ pub struct Common {
 #[derive(Args)]
 pub struct ScoreArgs {
     #[arg(long, value_enum)]
-    bench: Bench,
+    bench: Benchmark,
     /// Predictions: GAR-Bench `gar_*_vqa.json` (or `[{image, model_output}]`), MDVP `model_outputs/gar_*.json`.
     #[arg(long, value_name = "FILE")]
     predictions: PathBuf,
@@ -62,7 +62,7 @@ pub struct ScoreArgs {
 #[derive(Args)]
 pub struct ReplayArgs {
     #[arg(long, value_enum)]
-    bench: Bench,
+    bench: Benchmark,
     /// Cached judge run: DLC `gar_*_eval.json` / `gar_*_eval_gpt.json`, GAR-Bench `gar_*_{simple,detailed}_eval.json`,
     /// Ferret `review_refer_desc.jsonl`, MDVP a review `.jsonl` or the `mdvp_for_gpt4v_eval` folder.
     #[arg(long, value_name = "FILE")]
@@ -115,8 +115,8 @@ fn annotations(common: &Common, start: &Path, candidates: &[&str], what: &str) -
 
 fn score(a: ScoreArgs) -> Result<()> {
     match a.bench {
-        Bench::GarBenchVqa => score_vqa(&a),
-        Bench::MdvpBench => score_mdvp(&a),
+        Benchmark::GarBenchVqa => score_vqa(&a),
+        Benchmark::MdvpBench => score_mdvp(&a),
         _ => bail!("this benchmark needs an LLM judge: use `gar eval replay --bench … --cache <judged file>`"),
     }
 }
@@ -200,7 +200,7 @@ fn score_mdvp(a: &ScoreArgs) -> Result<()> {
 fn replay(a: ReplayArgs) -> Result<()> {
     let cache = &a.cache;
     match a.bench {
-        Bench::DlcBench => {
+        Benchmark::DlcBench => {
             let c = dlc::read_cache(cache)?;
             // qa.json is optional: the cache's own details hold the same questions.
             let qa_path = match &a.common.annotations {
@@ -212,17 +212,17 @@ fn replay(a: ReplayArgs) -> Result<()> {
             let r = dlc::replay(&c, qa_ref)?;
             emit(&a.common, &r, r.report(), vec![])
         }
-        Bench::GarBenchSimple | Bench::GarBenchDetailed => {
-            let split = if a.bench == Bench::GarBenchSimple { garbench::CaptionSplit::Simple } else { garbench::CaptionSplit::Detailed };
+        Benchmark::GarBenchSimple | Benchmark::GarBenchDetailed => {
+            let split = if a.bench == Benchmark::GarBenchSimple { garbench::CaptionSplit::Simple } else { garbench::CaptionSplit::Detailed };
             let r = garbench::replay_captions(cache, split)?;
             emit(&a.common, &r, r.report(), vec![])
         }
-        Bench::FerretBench => {
+        Benchmark::FerretBench => {
             let r = ferret::replay(cache)?;
             emit(&a.common, &r, r.report(), vec![])
         }
-        Bench::MdvpBench => replay_mdvp(&a),
-        Bench::GarBenchVqa => bail!("GAR-Bench-VQA has no judge: use `gar eval score --bench gar-bench-vqa --predictions …`"),
+        Benchmark::MdvpBench => replay_mdvp(&a),
+        Benchmark::GarBenchVqa => bail!("GAR-Bench-VQA has no judge: use `gar eval score --bench gar-bench-vqa --predictions …`"),
     }
 }
 

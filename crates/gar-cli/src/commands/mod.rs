@@ -6,3 +6,4 @@ mod common;
 pub mod describe;
 pub mod eval;
 pub mod inspect;
+pub mod segment;
