@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/fetch-test-assets.sh
+# The real-weights Llama parity test reads the GGUF from here.
+GAR_SMOLLM2_GGUF="$(find "$PWD/target/test-assets/smollm2" -name '*.gguf' | head -1)"
+export GAR_SMOLLM2_GGUF
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

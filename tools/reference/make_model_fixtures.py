@@ -306,6 +306,8 @@ def run_case(c):
 def main(argv):
     setup_torch(2)
     wanted = set(argv[1:])
+    if not wanted and OUT.exists():
+        shutil.rmtree(OUT)
     OUT.mkdir(parents=True, exist_ok=True)
     for c in cases():
         if wanted and c["name"] not in wanted:

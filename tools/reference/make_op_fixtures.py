@@ -137,6 +137,8 @@ def pe_block_fixture(ckpt: str):
 
 def main(argv):
     setup_torch(2)
+    if OUT.exists():
+        shutil.rmtree(OUT)
     roi_align_fixture()
     for ck in ("tiny-pe-l", "tiny-pe-g"):
         pe_block_fixture(ck)

@@ -6,8 +6,8 @@ Usage: make_sam_fixtures.py SHARED_DATA_DIR OUT_DIR   (normally through regenera
 Outputs (OUT_DIR = fixtures/sam):
   tiny/                 SamModel.save_pretrained + SamProcessor.save_pretrained of the tiny random model
   cases.json            images (sizes, pixel checksums) and prompt cases (prompts, scores, best index, area)
-  reference.safetensors per image: embeddings (full for PNGs, [..., ::2, ::2] for JPEGs), pixel_values[:, ::32, ::32],
-                        resized u8 [::7, ::7]; per case: iou_scores (3,), low-res logits[:, 1::5, 1::5] (3, 52, 52)
+  reference.safetensors per image: embeddings (full for PNGs, [..., ::2, ::2] for JPEGs), pixel_values[:, ::32, ::32];
+                        per case: iou_scores (3,), low-res logits[:, 1::5, 1::5] (3, 52, 52)
   masks/<case>.png      the three post-processed candidate masks stacked vertically, 1-bit PNG
   GENERATED_BY.md
 """
@@ -150,7 +150,8 @@ def main():
         inputs = processor(images=image, return_tensors="pt")
         # What the processor resized (uint8, before rescale/normalise), for exact preprocessing checks.
         rgb_hwc = np.array(image)
-        resized = processor.image_processor.resize(rgb_hwc, {"longest_edge": 1024})
+        ip = processor.image_processor
+        resized = ip.resize(rgb_hwc, ip.size, resample=ip.resample)  # _preprocess passes self.resample
         with torch.no_grad():
             emb = model.get_image_embeddings(inputs["pixel_values"])
         embeddings[key] = emb
@@ -159,7 +160,6 @@ def main():
         else:
             tensors[f"{key}.embeddings_s2"] = emb[:, :, ::2, ::2].contiguous()
         tensors[f"{key}.pixel_values_s32"] = inputs["pixel_values"][0, :, ::32, ::32].contiguous()
-        tensors[f"{key}.resized_s7"] = torch.from_numpy(np.ascontiguousarray(resized[::7, ::7]))
         ds, dw = weighted_sum(rgb_hwc)
         rs, rw = weighted_sum(resized)
         meta_images[key] = {
@@ -244,8 +244,7 @@ Versions: torch {torch}, transformers {transformers}, numpy {numpy}, pillow {pil
   PIL bilinear resizes of the PNG images to other sizes (down and up, non-integer factors).
 * `reference.safetensors`: `<image>.embeddings` (1, 32, 64, 64) for the PNG images, `<image>.embeddings_s2`
   (embeddings[..., ::2, ::2]) for the JPEGs (to keep the fixture small),
-  `<image>.pixel_values_s32` (pixel_values[0, :, ::32, ::32]), `<image>.resized_s7` (uint8 resized image
-  [::7, ::7]), `<case>.iou_scores` (3,), `<case>.low_res_s5` (pred_masks[0, 0, :, 1::5, 1::5]; offset 1 and
+  `<image>.pixel_values_s32` (pixel_values[0, :, ::32, ::32]), `<case>.iou_scores` (3,), `<case>.low_res_s5` (pred_masks[0, 0, :, 1::5, 1::5]; offset 1 and
   stride 5 visit every phase of the two stride-2 transposed convolutions).
 * `masks/<case>.png`: `SamProcessor.post_process_masks` output (binarised at 0), candidates 0, 1, 2 stacked
   vertically (3·H rows × W columns), 1-bit PNG.
