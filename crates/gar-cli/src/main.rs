@@ -7,7 +7,11 @@ mod regions;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gar", version, about = "Grasp Any Region: region-level image understanding")]
+#[command(
+    name = "gar",
+    version,
+    about = "Grasp Any Region: region-level image understanding"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,9 +29,13 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Turn clicks, a box or a scribble into a mask with SAM.
     Segment(commands::segment::SegmentArgs),
+    /// Serve the HTTP API and web demo (describe, segment, OpenAI-compatible chat).
+    Serve(commands::serve::ServeArgs),
     /// Score benchmark predictions and replay cached judge verdicts.
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
+    /// Measure end-to-end speed on synthetic inputs (docs/performance.md).
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() {
@@ -47,7 +55,9 @@ fn main() {
         Command::Chat(args) => commands::chat::run(args, &sub),
         Command::Inspect(args) => commands::inspect::run(args, &sub),
         Command::Segment(args) => commands::segment::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Eval(cmd) => commands::eval::run(cmd),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", exit::one_line(&err));

@@ -81,7 +81,7 @@ pub fn parse_points(value: &str) -> Result<Vec<[f64; 2]>> {
     } else {
         parse_numbers(value, ',')?
     };
-    if flat.len() % 2 != 0 || flat.len() < 6 {
+    if !flat.len().is_multiple_of(2) || flat.len() < 6 {
         bail!("a polygon needs at least three x,y points");
     }
     Ok(flat.chunks(2).map(|c| [c[0], c[1]]).collect())

@@ -26,7 +26,9 @@ fn second_turn_reuses_the_cache_and_matches_the_reference() {
             "--model".into(),
             ckpt.display().to_string(),
             "--image".into(),
-            data.join(meta["image"].as_str().expect("image")).display().to_string(),
+            data.join(meta["image"].as_str().expect("image"))
+                .display()
+                .to_string(),
             "--max-tiles".into(),
             meta["max_num_tiles"].to_string(),
             "--max-new-tokens".into(),
@@ -52,7 +54,12 @@ fn second_turn_reuses_the_cache_and_matches_the_reference() {
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).expect("JSON answer"))
             .collect();
-        assert_eq!(answers.len(), turns.len(), "{}: one answer per turn", case.display());
+        assert_eq!(
+            answers.len(),
+            turns.len(),
+            "{}: one answer per turn",
+            case.display()
+        );
         for (i, (answer, turn)) in answers.iter().zip(turns).enumerate() {
             assert_eq!(
                 json_tokens(&answer["tokens"]),
@@ -60,8 +67,18 @@ fn second_turn_reuses_the_cache_and_matches_the_reference() {
                 "{} turn {i}: tokens",
                 case.display()
             );
-            assert_eq!(answer["text"], turn["text"], "{} turn {i}: text", case.display());
-            assert_eq!(answer["prompt_tokens"], turn["prompt_len"], "{} turn {i}", case.display());
+            assert_eq!(
+                answer["text"],
+                turn["text"],
+                "{} turn {i}: text",
+                case.display()
+            );
+            assert_eq!(
+                answer["prompt_tokens"],
+                turn["prompt_len"],
+                "{} turn {i}",
+                case.display()
+            );
         }
         // Turn 2 prefilled only what was not already cached: the shared prefix came from the cache.
         let first = &turns[0];
@@ -69,7 +86,9 @@ fn second_turn_reuses_the_cache_and_matches_the_reference() {
         let hit_max = generated == meta["n_new_tokens"].as_u64().expect("n_new_tokens");
         let fed = if hit_max { generated - 1 } else { generated };
         let cached_len = first["prompt_len"].as_u64().expect("len") + fed;
-        let shared = turns[1]["shared_prefix_with_turn1"].as_u64().expect("shared");
+        let shared = turns[1]["shared_prefix_with_turn1"]
+            .as_u64()
+            .expect("shared");
         assert_eq!(answers[0]["cached_tokens"], 0);
         assert_eq!(
             answers[1]["cached_tokens"].as_u64(),

@@ -14,7 +14,11 @@ fn tmp_dir(name: &str) -> PathBuf {
 }
 
 fn tiny(name: &str) -> String {
-    fixtures().join("checkpoints").join(name).display().to_string()
+    fixtures()
+        .join("checkpoints")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn s(v: &str) -> String {
@@ -25,7 +29,11 @@ fn s(v: &str) -> String {
 fn expect_error(args: Vec<String>, code: i32, needle: &str) {
     let out = gar(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "args {args:?}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "args {args:?}\nstderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
@@ -37,9 +45,11 @@ fn expect_error(args: Vec<String>, code: i32, needle: &str) {
 }
 
 fn write_mask(path: &Path, w: u32, h: u32, inside: impl Fn(u32, u32) -> bool) {
-    image::GrayImage::from_fn(w, h, |x, y| image::Luma([if inside(x, y) { 255 } else { 0 }]))
-        .save(path)
-        .expect("write mask");
+    image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([if inside(x, y) { 255 } else { 0 }])
+    })
+    .save(path)
+    .expect("write mask");
 }
 
 fn demo(data: &Path) -> (String, String) {
@@ -57,9 +67,14 @@ fn corrupt_image_is_an_input_error() {
     let mask = dir.join("m.png");
     write_mask(&mask, 8, 8, |_, _| true);
     let args = vec![
-        s("describe"), s("--model"), tiny("tiny-pe-l"),
-        s("--image"), img.display().to_string(),
-        s("--mask"), mask.display().to_string(), s("--json"),
+        s("describe"),
+        s("--model"),
+        tiny("tiny-pe-l"),
+        s("--image"),
+        img.display().to_string(),
+        s("--mask"),
+        mask.display().to_string(),
+        s("--json"),
     ];
     expect_error(args, 3, "image");
 }
@@ -72,8 +87,14 @@ fn empty_mask_is_an_input_error() {
     let mask = dir.join("empty.png");
     write_mask(&mask, 1024, 770, |_, _| false);
     let args = vec![
-        s("describe"), s("--model"), tiny("tiny-pe-l"), s("--image"), img,
-        s("--mask"), mask.display().to_string(), s("--json"),
+        s("describe"),
+        s("--model"),
+        tiny("tiny-pe-l"),
+        s("--image"),
+        img,
+        s("--mask"),
+        mask.display().to_string(),
+        s("--json"),
     ];
     expect_error(args, 3, "empty");
 }
@@ -96,8 +117,15 @@ fn a_prompt_without_its_region_is_an_input_error() {
     let Some(data) = shared_data() else { return };
     let (img, mask) = demo(&data);
     let args = vec![
-        s("ask"), s("--model"), tiny("tiny-pe-l"), s("--image"), img,
-        s("--mask"), mask, s("--json"), s("What is <Prompt2> doing?"),
+        s("ask"),
+        s("--model"),
+        tiny("tiny-pe-l"),
+        s("--image"),
+        img,
+        s("--mask"),
+        mask,
+        s("--json"),
+        s("What is <Prompt2> doing?"),
     ];
     expect_error(args, 3, "Prompt2");
 }
@@ -105,8 +133,14 @@ fn a_prompt_without_its_region_is_an_input_error() {
 #[test]
 fn malformed_box_is_a_usage_error() {
     let args = vec![
-        s("describe"), s("--model"), tiny("tiny-pe-l"), s("--image"), s("x.png"),
-        s("--box"), s("10,20,5"), s("--json"),
+        s("describe"),
+        s("--model"),
+        tiny("tiny-pe-l"),
+        s("--image"),
+        s("x.png"),
+        s("--box"),
+        s("10,20,5"),
+        s("--json"),
     ];
     expect_error(args, 3, "box");
 }
@@ -122,14 +156,26 @@ fn missing_checkpoint_files_are_checkpoint_errors() {
     )
     .unwrap();
     let args = vec![
-        s("describe"), s("--model"), dir.display().to_string(), s("--image"), img.clone(),
-        s("--mask"), mask.clone(), s("--json"),
+        s("describe"),
+        s("--model"),
+        dir.display().to_string(),
+        s("--image"),
+        img.clone(),
+        s("--mask"),
+        mask.clone(),
+        s("--json"),
     ];
     expect_error(args, 4, "tokenizer");
 
     let args = vec![
-        s("describe"), s("--model"), s("nobody/not-a-cached-model"), s("--image"), img,
-        s("--mask"), mask, s("--json"),
+        s("describe"),
+        s("--model"),
+        s("nobody/not-a-cached-model"),
+        s("--image"),
+        img,
+        s("--mask"),
+        mask,
+        s("--json"),
     ];
     expect_error(args, 4, "HF_HUB_OFFLINE");
 }
@@ -156,8 +202,14 @@ fn missing_weights_tensor_is_named() {
         .collect();
     safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
     let args = vec![
-        s("describe"), s("--model"), dir.display().to_string(), s("--image"), img,
-        s("--mask"), mask, s("--json"),
+        s("describe"),
+        s("--model"),
+        dir.display().to_string(),
+        s("--image"),
+        img,
+        s("--mask"),
+        mask,
+        s("--json"),
     ];
     expect_error(args, 4, "mask_patch_embedding.weight");
 }
@@ -178,8 +230,14 @@ fn mismatched_tokenizer_is_a_checkpoint_error() {
     )
     .unwrap();
     let args = vec![
-        s("describe"), s("--model"), dir.display().to_string(), s("--image"), img,
-        s("--mask"), mask, s("--json"),
+        s("describe"),
+        s("--model"),
+        dir.display().to_string(),
+        s("--image"),
+        img,
+        s("--mask"),
+        mask,
+        s("--json"),
     ];
     let out = gar(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);

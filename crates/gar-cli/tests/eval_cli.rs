@@ -18,13 +18,19 @@ fn evaluation_dir() -> Option<PathBuf> {
 
 /// Runs `gar eval <args>` and returns (success, stdout, stderr).
 fn gar(args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) = gar_code(args);
+    (code == Some(0), stdout, stderr)
+}
+
+/// Runs `gar eval <args>` and returns (exit code, stdout, stderr).
+fn gar_code(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gar"))
         .arg("eval")
         .args(args)
         .output()
         .expect("run gar");
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -204,9 +210,18 @@ fn tables_reports_and_errors() {
         !ok && stderr.contains("gar_1b_simple_eval.json"),
         "{stderr}"
     );
-    let (ok, _, stderr) = gar(&["replay", "--bench", "dlc-bench", "--cache", s(&f)]);
+    // Wrong kind of file: bad input (exit 3); missing file: I/O failure (exit 1).
+    let (code, _, stderr) = gar_code(&["replay", "--bench", "dlc-bench", "--cache", s(&f)]);
     assert!(
-        !ok && stderr.contains("gar_1b_vqa.json") && !stderr.contains("panicked"),
+        code == Some(3) && stderr.contains("gar_1b_vqa.json") && !stderr.contains("panicked"),
         "{stderr}"
     );
+    let missing = [
+        "replay",
+        "--bench",
+        "ferret-bench",
+        "--cache",
+        "/nonexistent/r.jsonl",
+    ];
+    assert_eq!(gar_code(&missing).0, Some(1));
 }

@@ -15,7 +15,9 @@ fn case_args(meta: &serde_json::Value, data: &std::path::Path) -> Vec<String> {
         "--model".into(),
         ckpt.display().to_string(),
         "--image".into(),
-        data.join(meta["image"].as_str().expect("image")).display().to_string(),
+        data.join(meta["image"].as_str().expect("image"))
+            .display()
+            .to_string(),
     ];
     args.extend(region_flags(meta, data));
     args.extend([
@@ -51,7 +53,11 @@ fn cli_generates_the_reference_tokens_on_every_model_case() {
         .filter(|p| p.join("meta.json").is_file())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 4, "expected the model parity cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 4,
+        "expected the model parity cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in cases {
         let meta = read_meta(&case);
@@ -67,11 +73,19 @@ fn cli_generates_the_reference_tokens_on_every_model_case() {
         let answer = last_json(&out);
         let (got, want) = (json_tokens(&answer["tokens"]), expected_tokens(&meta));
         if got != want {
-            failures.push(format!("{}: tokens {got:?}, reference {want:?}", case.display()));
+            failures.push(format!(
+                "{}: tokens {got:?}, reference {want:?}",
+                case.display()
+            ));
             continue;
         }
         if meta["eot_index"].is_null() {
-            assert_eq!(answer["text"], meta["decoded_text"], "{}: text", case.display());
+            assert_eq!(
+                answer["text"],
+                meta["decoded_text"],
+                "{}: text",
+                case.display()
+            );
         }
         assert_eq!(
             answer["prompt_tokens"].as_u64(),
@@ -79,7 +93,14 @@ fn cli_generates_the_reference_tokens_on_every_model_case() {
             "{}: prompt length",
             case.display()
         );
-        for key in ["load_s", "preprocess_s", "vision_s", "prefill_s", "decode_s", "tokens_per_s"] {
+        for key in [
+            "load_s",
+            "preprocess_s",
+            "vision_s",
+            "prefill_s",
+            "decode_s",
+            "tokens_per_s",
+        ] {
             assert!(answer["timings"][key].is_number(), "timings.{key} missing");
         }
     }

@@ -450,6 +450,7 @@ impl DlcReplay {
         Report {
             title: "DLC-Bench (cached judge replies)".into(),
             metric: "DAM MCQ score (pos, neg, avg)".into(),
+            decimals: 3,
             rows,
             notes,
             result: serde_json::to_value(self).unwrap_or_default(),

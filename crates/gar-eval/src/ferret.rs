@@ -277,6 +277,7 @@ impl FerretReplay {
         Report {
             title: "Ferret-Bench referring description (cached reviews)".into(),
             metric: "relative score (model / GPT-4 answer × 100)".into(),
+            decimals: 1,
             rows,
             notes: vec![
                 self.protocol.to_string(),

@@ -394,6 +394,7 @@ impl VqaScore {
         Report {
             title: "GAR-Bench-VQA".into(),
             metric: "exact-match accuracy (%)".into(),
+            decimals: 1,
             rows,
             notes: vec![
                 self.rule.to_string(),
@@ -420,6 +421,7 @@ impl CaptionReplay {
                 }
             ),
             metric: "fraction of \"True\" verdicts".into(),
+            decimals: 4,
             rows: vec![Row::new(
                 "accuracy",
                 Some(self.accuracy),

@@ -144,6 +144,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_name_file_and_item() {
+        let dir = std::env::temp_dir().join(format!("gar-eval-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jsonl = dir.join("r.jsonl");
+        std::fs::write(&jsonl, "{\"a\": 1}\n\n{oops\n").unwrap();
+        let e = read_jsonl::<Value>(&jsonl).unwrap_err().to_string();
+        assert!(e.contains("r.jsonl: item line 3"), "{e}");
+        let list = dir.join("l.json");
+        std::fs::write(&list, r#"[{"x": 1}, {"x": "no"}]"#).unwrap();
+        #[derive(Debug, serde::Deserialize)]
+        struct X {
+            #[allow(dead_code)]
+            x: u32,
+        }
+        let e = read_list::<X>(&list).unwrap_err().to_string();
+        assert!(e.contains("l.json: item 1: invalid type"), "{e}");
+        std::fs::write(&list, "{").unwrap();
+        assert!(read_list::<X>(&list)
+            .unwrap_err()
+            .to_string()
+            .starts_with("malformed JSON in"));
+        let e = read_list::<X>(&dir.join("missing.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read") && e.contains("missing.json"),
+            "{e}"
+        );
+        let e = find_companion(&list, &["annotations/none.json"], "none.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("none.json not found; looked at:") && e.contains("--annotations"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
     fn ordered_map_keeps_file_order() {
         let m: OrderedMap = serde_json::from_str(r#"{"b": 1, "a": 2, "c": 3}"#).unwrap();
         let keys: Vec<_> = m.0.iter().map(|(k, _)| k.as_str()).collect();

@@ -286,6 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn dlc_requests_per_judge() {
+        let q = dlc_recognition(Protocol::Gpt, "wild bird");
+        let gpt = dlc_request(Protocol::Gpt, "A bird.", &q);
+        let prompt = dlc_prompt(Protocol::Gpt, "A bird.", &q);
+        assert_eq!(
+            gpt.user_text(),
+            format!("The image:\n\nThe mask of the image:\n\n{prompt}\n")
+        );
+        assert!(prompt
+            .ends_with("given class: wild bird or object of a similar type?\nA. Yes\nB. No\n"));
+        let llama = dlc_request(
+            Protocol::Llama,
+            "A bird.",
+            &dlc_recognition(Protocol::Llama, "apple"),
+        );
+        assert_eq!(
+            (llama.model, llama.user.len(), llama.max_tokens),
+            (LLAMA_JUDGE, 1, 300)
+        );
+        assert!(llama
+            .user_text()
+            .contains("is an apple or an object of a similar type?"));
+    }
+
+    #[test]
     fn gar_bench_request_layout() {
         let r = gar_bench_request("P", 2);
         assert_eq!(r.user.len(), 2 + 4 * 2 + 1);

@@ -44,19 +44,22 @@ pub struct Report {
     pub title: String,
     /// What the numbers are, e.g. "accuracy (%)".
     pub metric: String,
+    /// Decimals shown in tables (the precision the reference prints).
+    pub decimals: usize,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     /// The scorer's full result, written to `summary.json`.
     pub result: serde_json::Value,
 }
 
-fn cell(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v}"))
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
 impl Report {
     /// Aligned plain-text table for the terminal.
     pub fn to_text(&self) -> String {
+        let d = self.decimals;
         let header = ["", "this run", "", "GAR-1B (pub.)", "GAR-8B (pub.)"];
         let body: Vec<[String; 5]> = self
             .rows
@@ -64,10 +67,10 @@ impl Report {
             .map(|r| {
                 [
                     r.label.clone(),
-                    cell(r.value),
+                    cell(r.value, d),
                     r.detail.clone(),
-                    cell(r.gar_1b),
-                    cell(r.gar_8b),
+                    cell(r.gar_1b, d),
+                    cell(r.gar_8b, d),
                 ]
             })
             .collect();
@@ -103,6 +106,7 @@ impl Report {
     }
 
     pub fn to_markdown(&self) -> String {
+        let d = self.decimals;
         let mut out = format!("# {}\n\nMetric: {}\n\n", self.title, self.metric);
         out.push_str("| | this run | | GAR-1B (published) | GAR-8B (published) |\n|---|---:|---:|---:|---:|\n");
         for r in &self.rows {
@@ -110,10 +114,10 @@ impl Report {
                 out,
                 "| {} | {} | {} | {} | {} |",
                 r.label,
-                cell(r.value),
+                cell(r.value, d),
                 r.detail,
-                cell(r.gar_1b),
-                cell(r.gar_8b)
+                cell(r.gar_1b, d),
+                cell(r.gar_8b, d)
             );
         }
         if !self.notes.is_empty() {
@@ -139,22 +143,33 @@ impl Report {
             .collect();
         let hi = nice_ceiling(values.iter().copied().fold(0.0, f64::max));
         let lo = values.iter().copied().fold(0.0, f64::min).min(0.0);
-        let (left, top, plot_h, group_w, bar_w) = (60.0, 40.0, 240.0, 90.0, 22.0);
-        let width = left + group_w * self.rows.len().max(1) as f64 + 20.0;
-        let height = top + plot_h + 90.0;
+        // Labels are rotated by 30°: leave room for the longest one left of and below the axis
+        // (about 6.5 px per character at 11 px).
+        let label_px = self
+            .rows
+            .iter()
+            .map(|r| r.label.chars().count())
+            .max()
+            .unwrap_or(0) as f64
+            * 6.5;
+        let (top, plot_h, group_w, bar_w) = (40.0, 240.0, 90.0, 22.0);
+        let left = (label_px * 0.87 - 30.0).max(60.0);
+        let title = format!("{} — {}", self.title, self.metric);
+        let plot_right = left + group_w * self.rows.len().max(1) as f64;
+        let width = (plot_right + 20.0).max(title.chars().count() as f64 * 7.5 + 20.0);
+        let height = top + plot_h + label_px * 0.5 + 50.0;
         let y = |v: f64| top + plot_h * (hi - v) / (hi - lo).max(f64::EPSILON);
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-             <text x=\"{left}\" y=\"20\" font-size=\"14\">{} — {}</text>\n",
-            xml(&self.title),
-            xml(&self.metric)
+             <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>\n",
+            xml(&title)
         );
         for i in 0..=4 {
             let v = lo + (hi - lo) * f64::from(i) / 4.0;
             let _ = writeln!(
                 s,
                 "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e0e0e0\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                width - 20.0,
+                plot_right,
                 left - 4.0,
                 y(v) + 4.0,
                 trim_num(v),
@@ -250,6 +265,7 @@ mod tests {
         Report {
             title: "T <x>".into(),
             metric: "accuracy (%)".into(),
+            decimals: 1,
             rows: vec![Row::new("a", Some(50.0), "1/2").published(Some(
                 crate::published::Published {
                     label: "a",
@@ -266,7 +282,7 @@ mod tests {
     fn renders_every_format() {
         let r = sample();
         assert!(r.to_text().contains("1/2"));
-        assert!(r.to_markdown().contains("| a | 50 | 1/2 | 40 | 60 |"));
+        assert!(r.to_markdown().contains("| a | 50.0 | 1/2 | 40.0 | 60.0 |"));
         let svg = r.to_svg();
         assert!(
             svg.starts_with("<svg")

@@ -68,8 +68,10 @@ fn prompt_builders_match_cached_prompts() {
     let qa = dlc::read_qa(&dir.join("annotations/qa.json")).unwrap();
     let classes = dlc::read_string_map(&dir.join("annotations/class_names.json")).unwrap();
     for (file, protocol) in [
+        ("gar_1b_eval.json", Protocol::Llama),
         ("gar_8b_eval.json", Protocol::Llama),
         ("gar_1b_eval_gpt.json", Protocol::Gpt),
+        ("gar_8b_eval_gpt.json", Protocol::Gpt),
     ] {
         let cache = dlc::read_cache(&dir.join("model_outputs").join(file)).unwrap();
         let mut checked = 0;

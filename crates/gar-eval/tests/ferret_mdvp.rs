@@ -198,3 +198,24 @@ fn mdvp_prompt_uses_phase_context_and_box_rule() {
     assert!(text.contains("(x1, y1, w, h)"));
     assert_eq!(req.user.len(), 2);
 }
+
+#[test]
+fn mdvp_every_question_file_parses() {
+    let data = data_or_skip!().join("MDVP-Bench/data");
+    let mut items = 0;
+    for domain in std::fs::read_dir(&data).unwrap() {
+        for file in std::fs::read_dir(domain.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let qs: Vec<mdvp::QuestionItem> = gar_eval::io::read_list(&path).unwrap();
+                assert!(
+                    qs.iter().all(|q| q.bbox.is_some() != q.points.is_some()),
+                    "{}",
+                    path.display()
+                );
+                items += qs.len();
+            }
+        }
+    }
+    assert_eq!(items, 299);
+}

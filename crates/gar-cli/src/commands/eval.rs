@@ -13,6 +13,8 @@ use gar_eval::report::Report;
 use gar_eval::{dlc, ferret, garbench, mdvp};
 use serde::Serialize;
 
+use crate::exit::{Failure, Kind};
+
 #[derive(Subcommand)]
 pub enum EvalCommand {
     /// Score model predictions that need no judge (GAR-Bench-VQA), or regroup MDVP-Bench
@@ -40,7 +42,8 @@ pub struct Common {
     /// Also write summary.md, summary.json and chart.svg into this folder.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
-    /// Annotation file; by default found from the input's …/<Bench>/annotations/ layout.
+    /// Annotation file (VQA: GAR-Bench-VQA.json, DLC: qa.json, MDVP: mdvp_caption_mask.json);
+    /// by default found from the input's …/<Bench>/annotations/ layout.
     #[arg(long, value_name = "FILE")]
     annotations: Option<PathBuf>,
 }
@@ -72,9 +75,20 @@ pub struct ReplayArgs {
 }
 
 pub fn run(cmd: EvalCommand) -> Result<()> {
-    match cmd {
+    let result = match cmd {
         EvalCommand::Score(a) => score(a),
         EvalCommand::Replay(a) => replay(a),
+    };
+    result.map_err(exit_kind)
+}
+
+/// A malformed or unexpected benchmark file is bad input (exit 3); failing to read or write a
+/// file stays an I/O failure (exit 1), following `crate::exit`.
+fn exit_kind(e: anyhow::Error) -> anyhow::Error {
+    use gar_eval::EvalError;
+    match e.downcast_ref::<EvalError>() {
+        None | Some(EvalError::Io { .. } | EvalError::Write { .. }) => e,
+        Some(_) => Failure::new(Kind::Input, e).into(),
     }
 }
 

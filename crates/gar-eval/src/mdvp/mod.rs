@@ -1,5 +1,6 @@
-//! MDVP-Bench (box, detailed caption): per-question regrouping of GAR's per-region captions,
-//! an audit of the reference pipeline's cached judge inputs, and summaries of judge reviews.
+//! MDVP-Bench (box, detailed caption): per-question regrouping of GAR's per-region captions
+//! (here), an audit of the reference pipeline's cached judge inputs (`reference_audit`), and
+//! summaries of judge reviews (`reviews`).
 //!
 //! Why the published numbers are not comparable: GAR captions each of the 364 regions alone.
 //! The reference `transfer.py` then writes all 364 region pairs into *every* domain's
@@ -17,9 +18,14 @@ use serde_json::Value;
 use crate::error::{EvalError, Result};
 use crate::io::read_list;
 use crate::published;
-use crate::py_round;
 use crate::report::{Report, Row};
 use crate::rle::CocoRle;
+
+mod reference_audit;
+mod reviews;
+
+pub use reference_audit::{audit, published_decompositions, Audit, PhaseAudit};
+pub use reviews::{replay_reviews, ReviewReplay};
 
 /// The six box detailed-caption phases, in the reference's order.
 pub const PHASES: [&str; 6] = [
@@ -246,171 +252,10 @@ pub fn read_questions(data_dir: &Path) -> Result<BTreeMap<String, Vec<QuestionIt
     Ok(out)
 }
 
-/// What the reference pipeline actually fed its judge, read from `mdvp_for_gpt4v_eval/`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhaseAudit {
-    pub questions: usize,
-    pub answers: usize,
-    pub predictions: usize,
-    /// `zip()` stops at the shortest list.
-    pub pairs_judged: usize,
-    /// Distinct images the judged answer/prediction pairs came from.
-    pub judged_pairs_from: Vec<String>,
-    /// Judged pairs whose region image is the image shown with the question.
-    pub pairs_matching_question_image: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Audit {
-    pub bench: &'static str,
-    pub protocol: &'static str,
-    pub folder: PathBuf,
-    pub phases: BTreeMap<String, PhaseAudit>,
-    /// Every phase received the same answer and prediction lists.
-    pub identical_inputs_across_phases: bool,
-    /// Each published per-domain number equals round(m / (g + 1e-6) × 100, 2) for some 10-item
-    /// means g, m (multiples of 0.1 in [1, 10]): one example decomposition per number.
-    pub published_as_10_item_ratios: BTreeMap<String, Vec<String>>,
-    pub comparable_to_published: bool,
-    pub note: &'static str,
-}
-
 pub const NOTE: &str = "The published MDVP-Bench numbers are not comparable: the reference transfer.py writes all 364 \
 per-region pairs into every domain's answer/prediction files and eval_gpt.py zips them with the domain's 10 questions, \
 so each domain was judged on the same first 10 regions (one Android screenshot) next to unrelated images. \
 Regroup regions per question (gar eval score --bench mdvp-bench) and judge those instead.";
-
-pub fn audit(folder: &Path) -> Result<Audit> {
-    let mut phases = BTreeMap::new();
-    let mut first_inputs: Option<(Vec<ReviewInput>, Vec<ReviewInput>)> = None;
-    let mut identical = true;
-    for phase in PHASES {
-        let dir = folder.join(phase);
-        let q: Vec<ReviewInput> = read_list(&dir.join("question.json"))?;
-        let a: Vec<ReviewInput> = read_list(&dir.join("answer.json"))?;
-        let p: Vec<ReviewInput> = read_list(&dir.join("prediction.json"))?;
-        let n = q.len().min(a.len()).min(p.len());
-        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
-        let mut from: Vec<String> = a[..n].iter().map(|r| base(&r.image)).collect();
-        from.dedup();
-        let matching = (0..n)
-            .filter(|&i| base(&a[i].image) == base(&q[i].image))
-            .count();
-        phases.insert(
-            phase.to_string(),
-            PhaseAudit {
-                questions: q.len(),
-                answers: a.len(),
-                predictions: p.len(),
-                pairs_judged: n,
-                judged_pairs_from: from,
-                pairs_matching_question_image: matching,
-            },
-        );
-        let texts = |v: &[ReviewInput]| v.iter().map(|r| r.text.clone()).collect::<Vec<_>>();
-        match &first_inputs {
-            None => first_inputs = Some((a, p)),
-            Some((a0, p0)) => identical &= texts(a0) == texts(&a) && texts(p0) == texts(&p),
-        }
-    }
-    Ok(Audit {
-        bench: "mdvp-bench",
-        protocol:
-            "audit of the reference pipeline's cached judge inputs (no judge replies are cached)",
-        folder: folder.to_path_buf(),
-        phases,
-        identical_inputs_across_phases: identical,
-        published_as_10_item_ratios: published_decompositions(),
-        comparable_to_published: false,
-        note: NOTE,
-    })
-}
-
-/// For each published per-domain number, the 10-item mean pairs `model/gt` that reproduce it.
-pub fn published_decompositions() -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for p in crate::published::MDVP {
-        for (model, v) in [("GAR-1B", p.gar_1b), ("GAR-8B", p.gar_8b)] {
-            let found = (10..=100)
-                .flat_map(|g| (10..=100).map(move |m| (g, m)))
-                .find(|&(g, m)| {
-                    let (g, m) = (f64::from(g) / 10.0, f64::from(m) / 10.0);
-                    py_round(m / (g + 1e-6) * 100.0, 2) == v
-                });
-            let text = found.map_or_else(
-                || format!("{model} {v}: no 10-item decomposition"),
-                |(g, m)| {
-                    format!(
-                        "{model} {v} = {:.1}/{:.1}",
-                        f64::from(m) / 10.0,
-                        f64::from(g) / 10.0
-                    )
-                },
-            );
-            out.entry(p.label.to_string())
-                .or_insert_with(Vec::new)
-                .push(text);
-        }
-    }
-    out
-}
-
-/// Per-domain result of judge reviews, and the four groups the GAR paper reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReviewReplay {
-    pub bench: &'static str,
-    pub protocol: &'static str,
-    /// Per phase: `round(model / (gt + 1e-6) × 100, 2)` as `summarize_gpt_score.py` prints.
-    pub domains: BTreeMap<String, crate::ferret::Relative>,
-    pub scores: BTreeMap<String, f64>,
-    /// Natural, OCR (mean of doc and spotting), Multi-Panel, Screenshot (mean of android and web).
-    pub groups: BTreeMap<String, f64>,
-    pub parse_failures: usize,
-    pub comparable_to_published: bool,
-    pub note: &'static str,
-}
-
-/// Summarises a review JSONL (one line per judged question, `category` = phase), the format
-/// `eval_gpt.py` writes and a judge client should write.
-pub fn replay_reviews(path: &Path) -> Result<ReviewReplay> {
-    let reviews = crate::ferret::read_reviews(path)?;
-    let pairs = crate::ferret::review_pairs(path, &reviews)?;
-    let domains: BTreeMap<String, crate::ferret::Relative> = pairs
-        .by_category()
-        .iter()
-        .map(|(k, v)| (k.clone(), crate::ferret::relative(v, 1e-6)))
-        .collect();
-    if domains.is_empty() {
-        return Err(EvalError::format(path, "no reviews"));
-    }
-    let scores: BTreeMap<String, f64> = domains
-        .iter()
-        .map(|(k, r)| (k.clone(), py_round(r.ratio, 2)))
-        .collect();
-    let get = |k: &str| scores.get(k).copied();
-    let mean2 = |a: Option<f64>, b: Option<f64>| Some((a? + b?) / 2.0);
-    let mut groups = BTreeMap::new();
-    for (name, v) in [
-        ("Natural", get(PHASES[2])),
-        ("OCR", mean2(get(PHASES[3]), get(PHASES[4]))),
-        ("Multi-Panel", get(PHASES[1])),
-        ("Screenshot", mean2(get(PHASES[0]), get(PHASES[5]))),
-    ] {
-        if let Some(v) = v {
-            groups.insert(name.to_string(), py_round(v, 1));
-        }
-    }
-    Ok(ReviewReplay {
-        bench: "mdvp-bench",
-        protocol: "gpt-4o-2024-11-20 reviews with painted boxes; score = model/(GT+1e-6) × 100",
-        domains,
-        scores,
-        groups,
-        parse_failures: pairs.parse_failures,
-        comparable_to_published: false,
-        note: NOTE,
-    })
-}
 
 /// What regrouping found, per phase (no judge needed).
 #[derive(Debug, Clone, Serialize)]
@@ -500,7 +345,7 @@ pub fn write_judge_inputs(dir: &Path, grouped: &[GroupedQuestion]) -> Result<Pat
     Ok(root)
 }
 
-fn published_row(phase: &str, value: Option<f64>, detail: String) -> Row {
+pub(crate) fn published_row(phase: &str, value: Option<f64>, detail: String) -> Row {
     Row::new(phase, value, detail).published(published::lookup(published::MDVP, phase))
 }
 
@@ -526,66 +371,9 @@ impl GroupingSummary {
         Report {
             title: "MDVP-Bench box detailed caption (regrouped)".into(),
             metric: "relative score (needs a judge)".into(),
+            decimals: 2,
             rows,
             notes,
-            result: serde_json::to_value(self).unwrap_or_default(),
-        }
-    }
-}
-
-impl Audit {
-    pub fn report(&self) -> Report {
-        let rows = self
-            .phases
-            .iter()
-            .map(|(p, a)| {
-                let detail = format!(
-                    "{} pairs judged, from {}; {} match the question image",
-                    a.pairs_judged,
-                    a.judged_pairs_from.join(", "),
-                    a.pairs_matching_question_image
-                );
-                published_row(p, None, detail)
-            })
-            .collect();
-        let mut notes = vec![self.note.to_string()];
-        notes.extend(self.published_as_10_item_ratios.values().flatten().cloned());
-        Report {
-            title: "MDVP-Bench: audit of the reference judge inputs".into(),
-            metric: "relative score (published; not comparable)".into(),
-            rows,
-            notes,
-            result: serde_json::to_value(self).unwrap_or_default(),
-        }
-    }
-}
-
-impl ReviewReplay {
-    pub fn report(&self) -> Report {
-        let mut rows: Vec<Row> = self
-            .domains
-            .iter()
-            .map(|(p, r)| {
-                published_row(
-                    p,
-                    self.scores.get(p).copied(),
-                    format!(
-                        "model {} / GT {} ({} reviews)",
-                        r.model_mean, r.gt_mean, r.reviews
-                    ),
-                )
-            })
-            .collect();
-        rows.extend(
-            self.groups
-                .iter()
-                .map(|(g, v)| Row::new(g.clone(), Some(*v), "group")),
-        );
-        Report {
-            title: "MDVP-Bench (judge reviews)".into(),
-            metric: "relative score (model / GT × 100)".into(),
-            rows,
-            notes: vec![self.protocol.to_string(), self.note.to_string()],
             result: serde_json::to_value(self).unwrap_or_default(),
         }
     }
@@ -619,16 +407,5 @@ mod tests {
             "The image is an andriod screenshot."
         );
         assert_eq!(domain("web_detailed_caption_box"), "web_detailed_caption");
-    }
-
-    #[test]
-    fn every_published_number_is_a_ratio_of_10_item_means() {
-        let d = published_decompositions();
-        assert_eq!(d.len(), 6);
-        assert!(
-            d.values().flatten().all(|s| !s.contains("no 10-item")),
-            "{d:?}"
-        );
-        assert!(d["android_detailed_caption_box"][0].contains("80.65 ="));
     }
 }

@@ -1,0 +1,95 @@
+//! `gar bench --json`: the contract's keys are present and positive (no timing thresholds).
+
+mod common;
+
+use common::*;
+
+fn args(extra: &[&str]) -> Vec<String> {
+    let model = fixtures()
+        .join("checkpoints/tiny-pe-l")
+        .display()
+        .to_string();
+    let mut v = vec!["bench".to_string(), "--model".to_string(), model];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn bench_json_has_positive_metrics() {
+    let out = gar(&args(&[
+        "--tiles",
+        "2",
+        "--prompt-tokens",
+        "700",
+        "--new-tokens",
+        "4",
+        "--json",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    for key in [
+        "vision_s_per_tile",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "ttft_s",
+        "end_to_end_s",
+        "peak_rss_mib",
+        "preprocess_s",
+        "threads",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {v}"));
+        assert!(x > 0.0, "{key} = {x}");
+    }
+    assert_eq!(v["tiles"], 2);
+    assert_eq!(v["new_tokens"], 4);
+    assert_eq!(v["grid"], serde_json::json!([1, 1]));
+    // The image + region prompt of 2 tiles is already longer than 700 tokens: no padding.
+    assert!(v["prompt_tokens"].as_u64().unwrap() >= 700);
+    assert_eq!(v["filler_count"], 0);
+}
+
+#[test]
+fn bench_pads_the_prompt() {
+    let out = gar(&args(&[
+        "--tiles",
+        "3",
+        "--prompt-tokens",
+        "1200",
+        "--new-tokens",
+        "2",
+        "--json",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    assert_eq!(v["prompt_tokens"], 1200);
+    assert_eq!(v["grid"], serde_json::json!([2, 1]));
+}
+
+#[test]
+fn bench_rejects_bad_settings() {
+    for (flag, value, needle) in [
+        ("--tiles", "0", "--tiles must be at least 2"),
+        ("--new-tokens", "1", "--new-tokens must be at least 2"),
+        ("--repeat", "0", "--repeat must be at least 1"),
+    ] {
+        let out = gar(&args(&[flag, value, "--json"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{stderr}"
+        );
+    }
+}
