@@ -1,6 +1,7 @@
 //! gar-engine: everything between a user's request and the model — checkpoint resolution,
 //! loading, generation with streaming, multi-turn chats that reuse the KV cache, and overlays.
 
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod overlay;

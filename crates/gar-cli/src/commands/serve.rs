@@ -102,7 +102,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             ..Limits::default()
         },
     };
-    let state = gar_server::build(config).map_err(|e| Failure::new(Kind::Checkpoint, anyhow!(e)))?;
+    let state =
+        gar_server::build(config).map_err(|e| Failure::new(Kind::Checkpoint, anyhow!(e)))?;
 
     // The async side only parses and streams; the models have their own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()

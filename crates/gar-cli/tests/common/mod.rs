@@ -15,7 +15,9 @@ pub fn shared_data() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: ../shared/data is absent (benchmark and demo data are not in the repository)");
+        eprintln!(
+            "SKIP: ../shared/data is absent (benchmark and demo data are not in the repository)"
+        );
         None
     }
 }
@@ -83,7 +85,11 @@ pub fn read_meta(case: &Path) -> serde_json::Value {
 
 /// Command-line region flags for the regions of a fixture's meta.json, in prompt order.
 pub fn region_flags(meta: &serde_json::Value, data: &Path) -> Vec<String> {
-    let mut regions: Vec<&serde_json::Value> = meta["regions"].as_array().expect("regions").iter().collect();
+    let mut regions: Vec<&serde_json::Value> = meta["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .collect();
     regions.sort_by_key(|r| prompt_of(r));
     let mut args = Vec::new();
     for r in regions {
