@@ -173,10 +173,10 @@ impl SamConfig {
                 v.hidden_act, d.hidden_act
             ));
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.image_size.checked_rem(v.patch_size) != Some(0) {
             return Err("vision image_size must be a multiple of patch_size".into());
         }
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.hidden_size.checked_rem(v.num_attention_heads) != Some(0) {
             return Err("vision num_attention_heads must divide hidden_size".into());
         }
         if v.num_channels != 3 {
@@ -202,13 +202,12 @@ impl SamConfig {
             return Err("num_point_embeddings must be 4 (negative, positive, box corners)".into());
         }
         let internal = d.hidden_size / d.attention_downsample_rate.max(1);
-        if d.num_attention_heads == 0
-            || d.hidden_size % d.num_attention_heads != 0
-            || internal % d.num_attention_heads != 0
+        if d.hidden_size.checked_rem(d.num_attention_heads) != Some(0)
+            || internal.checked_rem(d.num_attention_heads) != Some(0)
         {
             return Err("decoder num_attention_heads must divide its attention widths".into());
         }
-        if d.hidden_size % 8 != 0 {
+        if d.hidden_size.checked_rem(8) != Some(0) {
             return Err("decoder hidden_size must be a multiple of 8".into());
         }
         if d.num_multimask_outputs == 0 || d.iou_head_depth < 2 {
@@ -237,9 +236,10 @@ mod tests {
 
     #[test]
     fn partial_json_takes_transformers_defaults() {
-        let c: SamConfig =
-            serde_json::from_str(r#"{"vision_config": {"hidden_size": 1280, "num_hidden_layers": 32}}"#)
-                .unwrap();
+        let c: SamConfig = serde_json::from_str(
+            r#"{"vision_config": {"hidden_size": 1280, "num_hidden_layers": 32}}"#,
+        )
+        .unwrap();
         assert_eq!(c.vision_config.mlp_dim(), 5120);
         assert_eq!(c.mask_decoder_config.num_multimask_outputs, 3);
         assert_eq!(c.vision_config.grid(), 64);

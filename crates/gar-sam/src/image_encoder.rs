@@ -46,7 +46,10 @@ impl ImageEncoder {
         let (hd, grid, patch) = (c.hidden_size, c.grid(), c.patch_size);
         let head_dim = hd / c.num_attention_heads;
         let patch_weight = w
-            .get(&format!("{p}.patch_embed.projection.weight"), &[hd, 3, patch, patch])?
+            .get(
+                &format!("{p}.patch_embed.projection.weight"),
+                &[hd, 3, patch, patch],
+            )?
             .reshape((hd, 3 * patch * patch))?
             .t()?
             .contiguous()?;
@@ -176,7 +179,9 @@ impl Block {
             self.attend(&y.unsqueeze(0)?)?.squeeze(0)?
         };
         let x = (shortcut + y)?;
-        let m = self.lin2.forward(&self.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self
+            .lin2
+            .forward(&self.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
         Ok((x + m)?)
     }
 

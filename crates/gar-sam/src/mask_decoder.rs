@@ -79,9 +79,7 @@ impl TwoWayBlock {
         let queries = self
             .norm2
             .forward(&(&queries + self.cross_t2i.forward(&q, &k, keys)?)?)?;
-        let mlp = self
-            .lin2
-            .forward(&self.lin1.forward(&queries)?.relu()?)?;
+        let mlp = self.lin2.forward(&self.lin1.forward(&queries)?.relu()?)?;
         let queries = self.norm3.forward(&(&queries + mlp)?)?;
         let q = (&queries + qpe)?;
         let keys = self
@@ -161,7 +159,12 @@ impl MaskDecoder {
                 c.attention_downsample_rate,
             )?,
             // `nn.LayerNorm(hidden)` without eps: torch's default 1e-5.
-            final_norm: LayerNorm::load(w, &format!("{p}.transformer.layer_norm_final_attn"), d, 1e-5)?,
+            final_norm: LayerNorm::load(
+                w,
+                &format!("{p}.transformer.layer_norm_final_attn"),
+                d,
+                1e-5,
+            )?,
             up1: UpConv2x2::load(w, &format!("{p}.upscale_conv1"), d, d / 4)?,
             // `SamLayerNorm` default eps.
             up_norm: LayerNorm::load(w, &format!("{p}.upscale_layer_norm"), d / 4, 1e-6)?,
@@ -203,7 +206,9 @@ impl MaskDecoder {
         let iou_token = queries.narrow(0, 0, 1)?;
         let mask_tokens = queries.narrow(0, 1, self.num_mask_tokens)?;
         let d = keys.dim(2)?;
-        let up = self.up1.forward(&keys.squeeze(0)?.reshape((grid, grid, d))?)?;
+        let up = self
+            .up1
+            .forward(&keys.squeeze(0)?.reshape((grid, grid, d))?)?;
         let up = self.up_norm.forward(&up)?.gelu_erf()?;
         let up = self.up2.forward(&up)?.gelu_erf()?;
         let (h, w, c) = up.dims3()?;
@@ -214,9 +219,10 @@ impl MaskDecoder {
             .map(|(i, mlp)| mlp.forward(&mask_tokens.narrow(0, i, 1)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let hyper = Tensor::cat(&hyper, 0)?; // (nmt, c)
-        let masks = hyper
-            .matmul(&up.reshape((h * w, c))?.t()?)?
-            .reshape((self.num_mask_tokens, h, w))?;
+        let masks =
+            hyper
+                .matmul(&up.reshape((h * w, c))?.t()?)?
+                .reshape((self.num_mask_tokens, h, w))?;
         let iou = self.iou_head.forward(&iou_token)?.squeeze(0)?;
         Ok(DecoderOutput { masks, iou })
     }

@@ -29,6 +29,15 @@ pub struct Sam {
     device: Device,
 }
 
+impl std::fmt::Debug for Sam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sam")
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One image's embedding plus the geometry needed to map prompts in and masks out.
 #[derive(Debug, Clone)]
 pub struct ImageEmbedding {
@@ -229,7 +238,9 @@ impl Sam {
             .reshape((hidden, grid * grid))?
             .t()?
             .broadcast_add(&self.prompt_encoder.no_mask)?;
-        let out = self.decoder.forward(&image, &self.image_pe, &sparse, grid)?;
+        let out = self
+            .decoder
+            .forward(&image, &self.image_pe, &sparse, grid)?;
         let n = self.config.mask_decoder_config.num_multimask_outputs;
         Ok(Prediction {
             low_res: out.masks.narrow(0, 1, n)?,

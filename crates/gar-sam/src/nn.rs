@@ -28,7 +28,17 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight_t)?;
+        // One 2-D matmul over all leading dimensions: a broadcast matmul would run one small
+        // GEMM per leading index (e.g. per window row), several times slower.
+        let dims = x.dims();
+        let inp = dims[dims.len() - 1];
+        let rows = x.elem_count() / inp.max(1);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dimension") = self.weight_t.dim(1)?;
+        let y = x
+            .reshape((rows, inp))?
+            .matmul(&self.weight_t)?
+            .reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -89,6 +99,9 @@ impl FeedForward {
     }
 }
 
+/// Adds a bias to the logits of batch rows `start..start + len`: `(start, len, logits) → logits`.
+pub type BiasFn<'a> = &'a dyn Fn(usize, usize, &Tensor) -> candle_core::Result<Tensor>;
+
 /// Attention core `softmax(q·kᵀ·scale + bias)·v` on `(batch, n, d)` tensors. `bias`, when given,
 /// is added to the `(batch, nq, nk)` logits. Batches are processed in chunks so that the logits of
 /// one chunk stay near `MAX_LOGITS` floats: a global layer of ViT-H would otherwise hold
@@ -98,7 +111,7 @@ pub fn attention(
     k: &Tensor,
     v: &Tensor,
     scale: f64,
-    bias: Option<&dyn Fn(usize, usize, &Tensor) -> candle_core::Result<Tensor>>,
+    bias: Option<BiasFn<'_>>,
 ) -> candle_core::Result<Tensor> {
     const MAX_LOGITS: usize = 64 << 20;
     let (b, nq, _) = q.dims3()?;
@@ -171,4 +184,3 @@ pub fn merge_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .transpose(1, 2)?
         .reshape((bh / heads, n, heads * d))
 }
-

@@ -236,7 +236,10 @@ mod tests {
         for (i, o) in [(640, 1024), (2048, 1024), (7, 3), (3, 7)] {
             for (_, k) in bilinear_coeffs(i, o) {
                 let s: i32 = k.iter().sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= k.len() as i32, "{i}->{o}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= k.len() as i32,
+                    "{i}->{o}"
+                );
             }
         }
     }

@@ -69,13 +69,16 @@ impl Prompt {
     /// (`0 ≤ x < width`), box corners within the image edges (`0 ≤ x ≤ width`) with `x1 < x2`, `y1 < y2`.
     pub fn validate(&self, width: usize, height: usize) -> Result<()> {
         if self.points.is_empty() && self.bbox.is_none() {
-            return Err(SamError::Prompt(
-                "give at least one point or a box".into(),
-            ));
+            return Err(SamError::Prompt("give at least one point or a box".into()));
         }
         let (w, h) = (width as f64, height as f64);
         for p in &self.points {
-            if !(p.x.is_finite() && p.y.is_finite() && p.x >= 0.0 && p.y >= 0.0 && p.x < w && p.y < h)
+            if !(p.x.is_finite()
+                && p.y.is_finite()
+                && p.x >= 0.0
+                && p.y >= 0.0
+                && p.x < w
+                && p.y < h)
             {
                 return Err(SamError::Prompt(format!(
                     "point ({}, {}) is outside the {width}×{height} image",
@@ -140,9 +143,7 @@ fn numbers(s: &str, sep: char, what: &str, form: &str) -> Result<Vec<f64>> {
             v.parse::<f64>()
                 .ok()
                 .filter(|f| f.is_finite())
-                .ok_or_else(|| {
-                    SamError::Prompt(format!("malformed {what} '{s}': expected {form}"))
-                })
+                .ok_or_else(|| SamError::Prompt(format!("malformed {what} '{s}': expected {form}")))
         })
         .collect()
 }
@@ -187,12 +188,14 @@ pub fn parse_box(s: &str) -> Result<BoxXyxy> {
 pub fn parse_polyline(s: &str) -> Result<Vec<(f64, f64)>> {
     s.split(';')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| match numbers(p, ',', "scribble vertex", "x,y;x,y;…")?.as_slice() {
-            [x, y] => Ok((*x, *y)),
-            _ => Err(SamError::Prompt(format!(
-                "malformed scribble '{s}': expected x,y;x,y;…"
-            ))),
-        })
+        .map(
+            |p| match numbers(p, ',', "scribble vertex", "x,y;x,y;…")?.as_slice() {
+                [x, y] => Ok((*x, *y)),
+                _ => Err(SamError::Prompt(format!(
+                    "malformed scribble '{s}': expected x,y;x,y;…"
+                ))),
+            },
+        )
         .collect::<Result<Vec<_>>>()
         .and_then(|v| {
             if v.is_empty() {
@@ -236,7 +239,13 @@ mod tests {
         let pts = scribble_points(&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0)], 5).unwrap();
         assert_eq!(
             pts,
-            vec![(0.0, 0.0), (5.0, 0.0), (10.0, 0.0), (10.0, 5.0), (10.0, 10.0)]
+            vec![
+                (0.0, 0.0),
+                (5.0, 0.0),
+                (10.0, 0.0),
+                (10.0, 5.0),
+                (10.0, 10.0)
+            ]
         );
         assert_eq!(scribble_points(&[(3.0, 4.0)], 5).unwrap(), vec![(3.0, 4.0)]);
         assert_eq!(

@@ -18,15 +18,16 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
 fn is_hub_id(id: &str) -> bool {
     let ok = |s: &str| {
         !s.is_empty()
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!(id.split('/').collect::<Vec<_>>().as_slice(), [o, n] if ok(o) && ok(n))
@@ -89,7 +90,9 @@ mod tests {
         std::env::set_var("HF_HUB_CACHE", &root);
         assert_eq!(resolve_sam("org/tiny-sam", "main").unwrap(), snap);
         let missing = resolve_sam("org/other", "main").unwrap_err();
-        assert!(missing.to_string().contains("not in the Hugging Face cache"));
+        assert!(missing
+            .to_string()
+            .contains("not in the Hugging Face cache"));
         std::env::remove_var("HF_HUB_CACHE");
         std::fs::remove_dir_all(&root).ok();
     }

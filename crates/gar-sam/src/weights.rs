@@ -44,12 +44,30 @@ pub struct Weights {
 /// Ordered substring replacements of transformers' `convert_sam_to_hf.py`; order matters (the
 /// `iou_prediction_head` shifts, then the generic ones).
 const META_TO_HF: &[(&str, &str)] = &[
-    ("iou_prediction_head.layers.0", "iou_prediction_head.proj_in"),
-    ("iou_prediction_head.layers.1", "iou_prediction_head.layers.0"),
-    ("iou_prediction_head.layers.2", "iou_prediction_head.proj_out"),
-    ("mask_decoder.output_upscaling.0", "mask_decoder.upscale_conv1"),
-    ("mask_decoder.output_upscaling.1", "mask_decoder.upscale_layer_norm"),
-    ("mask_decoder.output_upscaling.3", "mask_decoder.upscale_conv2"),
+    (
+        "iou_prediction_head.layers.0",
+        "iou_prediction_head.proj_in",
+    ),
+    (
+        "iou_prediction_head.layers.1",
+        "iou_prediction_head.layers.0",
+    ),
+    (
+        "iou_prediction_head.layers.2",
+        "iou_prediction_head.proj_out",
+    ),
+    (
+        "mask_decoder.output_upscaling.0",
+        "mask_decoder.upscale_conv1",
+    ),
+    (
+        "mask_decoder.output_upscaling.1",
+        "mask_decoder.upscale_layer_norm",
+    ),
+    (
+        "mask_decoder.output_upscaling.3",
+        "mask_decoder.upscale_conv2",
+    ),
     ("mask_downscaling.0", "mask_embed.conv1"),
     ("mask_downscaling.1", "mask_embed.layer_norm1"),
     ("mask_downscaling.3", "mask_embed.conv2"),

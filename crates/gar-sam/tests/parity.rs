@@ -40,7 +40,8 @@ fn preprocessing_is_bit_exact() {
             "{key}: decoded pixels differ from PIL's"
         );
         let (pixels, info) = fx.sam.pixel_values(&rgb).unwrap();
-        let resized_size: Vec<usize> = serde_json::from_value(meta["reshaped_size"].clone()).unwrap();
+        let resized_size: Vec<usize> =
+            serde_json::from_value(meta["reshaped_size"].clone()).unwrap();
         assert_eq!([info.resized.0, info.resized.1], resized_size[..], "{key}");
         let resized = resize_bilinear_pil(&rgb, info.resized.1, info.resized.0);
         assert_eq!(
@@ -66,7 +67,10 @@ fn preprocessing_is_bit_exact() {
         let out = resize_bilinear_pil(&rgb, w, h);
         assert_eq!(
             checksum(out.as_raw()),
-            (check["sum"].as_i64().unwrap(), check["wsum"].as_i64().unwrap()),
+            (
+                check["sum"].as_i64().unwrap(),
+                check["wsum"].as_i64().unwrap()
+            ),
             "PIL bilinear {} → {w}×{h}",
             check["image"]
         );
@@ -99,7 +103,9 @@ fn embeddings_masks_and_scores_match_transformers() {
             Some(full) => (e, full.squeeze(0).unwrap()),
             None => (
                 strided(&e, 2),
-                fx.tensor(&format!("{key}.embeddings_s2")).squeeze(0).unwrap(),
+                fx.tensor(&format!("{key}.embeddings_s2"))
+                    .squeeze(0)
+                    .unwrap(),
             ),
         };
         let d = max_abs_diff(&got, &want);
@@ -131,7 +137,12 @@ fn embeddings_masks_and_scores_match_transformers() {
         let dl = max_abs_diff(&got_low, &want_low);
 
         let want_masks = fx.masks(name);
-        let ious: Vec<f64> = seg.masks.iter().zip(&want_masks).map(|(a, b)| a.iou(b)).collect();
+        let ious: Vec<f64> = seg
+            .masks
+            .iter()
+            .zip(&want_masks)
+            .map(|(a, b)| a.iou(b))
+            .collect();
         let best = case["best"].as_u64().unwrap() as usize;
         println!(
             "{name}: scores max |Δ| = {ds:e}, low-res logits max |Δ| = {dl:e}, mask IoUs {ious:.5?}, \
@@ -174,7 +185,9 @@ fn later_prompts_on_the_same_image_skip_the_encoder() {
     predictor.segment(&b, &Prompt::point(250.0, 300.0)).unwrap();
     assert_eq!(predictor.encoder_runs(), 2);
     // Capacity 1: `a` was evicted by `b`; the same pixels in a new buffer hit by content.
-    predictor.segment(&b.clone(), &Prompt::point(1.0, 1.0)).unwrap();
+    predictor
+        .segment(&b.clone(), &Prompt::point(1.0, 1.0))
+        .unwrap();
     assert_eq!(predictor.encoder_runs(), 2);
     predictor.segment(&a, &Prompt::point(1.0, 1.0)).unwrap();
     assert_eq!(predictor.encoder_runs(), 3);
