@@ -20,7 +20,7 @@ use crate::error::LoadError;
 use crate::llama::Llama;
 use crate::nn::kv_cache::KvCache;
 use crate::projector::Projector;
-use crate::roi_align::{roi_align, RoiAlignParams};
+use crate::roi_align::{gar_replay_roi, roi_align, RoiAlignParams};
 use crate::vision::{PatchConv, VisionTower};
 use crate::weights::{load_error, Checkpoint};
 
@@ -222,7 +222,11 @@ impl GarModel {
 
     /// Image features `(T, tokens_per_tile, H)` of tiles `(T, 3, 448, 448)` (values in [-1, 1]); with GAR, the
     /// per-tile label maps `(T, 448, 448)` (background = `prompt_numbers`) drive the mask embedding.
-    pub fn encode_image(&self, pixel_values: &Tensor, mask_labels: Option<&Tensor>) -> Result<Tensor> {
+    pub fn encode_image(
+        &self,
+        pixel_values: &Tensor,
+        mask_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
         Ok(self
             .encode_image_stages(pixel_values, mask_labels)?
             .image_features)
@@ -231,17 +235,13 @@ impl GarModel {
     /// The RoI box and spatial scale handed to `roi_align` for a normalized bbox on a `feat_w × feat_h` map,
     /// reproducing the reference's f64 arithmetic and f32 storage (spec §8.4 step 4).
     pub fn replay_roi(&self, bbox: [f64; 4], feat_w: usize, feat_h: usize) -> ([f32; 4], f32) {
-        let cell = replay_cell(&self.cfg);
-        let (orig_w, orig_h) = ((feat_w * cell) as f64, (feat_h * cell) as f64);
-        let ss = feat_w as f64 / orig_w;
-        let roi = [
-            (bbox[0] * orig_w * ss) as f32,
-            (bbox[1] * orig_h * ss) as f32,
-            (bbox[2] * orig_w * ss) as f32,
-            (bbox[3] * orig_h * ss) as f32,
-        ];
-        let spatial_scale = if self.quirks.roi_double_scale { ss as f32 } else { 1.0 };
-        (roi, spatial_scale)
+        gar_replay_roi(
+            bbox,
+            feat_w,
+            feat_h,
+            replay_cell(&self.cfg),
+            self.quirks.roi_double_scale,
+        )
     }
 
     /// Feature replay for one box: RoI Align over the grid tiles (thumbnail excluded) merged into one map
@@ -261,7 +261,10 @@ impl GarModel {
         }
         let (pr, pc) = self.cfg.pooled_grid();
         if n != pr * pc {
-            candle_core::bail!("image features have {n} tokens per tile, expected {}", pr * pc);
+            candle_core::bail!(
+                "image features have {n} tokens per tile, expected {}",
+                pr * pc
+            );
         }
         // Tile r·ncw + c lands at rows pr·r.., cols pc·c.. of the merged map (spec §8.4 step 2).
         let merged = image_features
@@ -324,12 +327,16 @@ impl GarModel {
         }
 
         if !regions.is_empty() && self.cfg.gar.is_none() {
-            candle_core::bail!("region prompts need a GAR checkpoint (this one has no feature replay)");
+            candle_core::bail!(
+                "region prompts need a GAR checkpoint (this one has no feature replay)"
+            );
         }
         if let Some(g) = &self.cfg.gar {
             for &crop in &g.crop_tokens_ids {
                 if input_ids.contains(&crop) && !regions.iter().any(|r| r.crop_token_id == crop) {
-                    candle_core::bail!("crop token {crop} appears in the prompt but no region box is given");
+                    candle_core::bail!(
+                        "crop token {crop} appears in the prompt but no region box is given"
+                    );
                 }
             }
         }
@@ -372,6 +379,19 @@ impl GarModel {
     /// Decoder pass over `embeds` `(1, t, H)` at positions `start..start+t` → final hidden states `(1, t, H)`.
     pub fn forward(&self, embeds: &Tensor, start: usize, cache: &mut KvCache) -> Result<Tensor> {
         self.language_model.forward(embeds, start, cache)
+    }
+
+    /// Prefill: runs `embeds` `(1, L, H)` from position `cache.seq_len()` and returns the f32 logits of the
+    /// last position `(vocab,)`.
+    pub fn prefill(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.forward(embeds, cache.seq_len(), cache)?;
+        self.language_model.last_logits(&hidden)?.squeeze(0)
+    }
+
+    /// One decode step: feeds `token` at position `cache.seq_len()`, returns the next f32 logits `(vocab,)`.
+    pub fn decode_step(&self, token: u32, cache: &mut KvCache) -> Result<Tensor> {
+        let embeds = self.language_model.embed(&[token])?;
+        self.prefill(&embeds, cache)
     }
 
     /// Logits (f32) for hidden states `(…, H)`.

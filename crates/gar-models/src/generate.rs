@@ -109,5 +109,110 @@ pub fn generate_simple(
 ) -> Result<GenerationOutput> {
     let capacity = prompt_embeds.dim(1)? + cfg.max_new_tokens;
     let mut cache = llama.new_cache(capacity);
-    generate(llama, prompt_embeds, &mut cache, &[], cfg, &mut |_| ControlFlow::Continue(()))
+    generate(llama, prompt_embeds, &mut cache, &[], cfg, &mut |_| {
+        ControlFlow::Continue(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LlamaConfig;
+    use candle_core::{DType, Device, D};
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn tiny_llama() -> Result<Llama> {
+        let cfg: LlamaConfig = serde_json::from_str(
+            r#"{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
+                "max_position_embeddings": 128, "tie_word_embeddings": true}"#,
+        )
+        .map_err(candle_core::Error::wrap)?;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        Llama::new(&cfg, vb.pp("model"), vb)
+    }
+
+    #[test]
+    fn cached_decode_equals_full_recompute() -> Result<()> {
+        let llama = tiny_llama()?;
+        let prompt = [3u32, 7, 11, 2, 9];
+        let out = generate_simple(
+            &llama,
+            &llama.embed(&prompt)?,
+            &GenerationConfig {
+                max_new_tokens: 6,
+                stop_tokens: vec![],
+                ..Default::default()
+            },
+        )?;
+        assert_eq!(out.tokens.len(), 6);
+        assert_eq!(out.stop_reason, StopReason::MaxTokens);
+        // Re-running the whole sequence without a cache must pick the same tokens at every step.
+        let all: Vec<u32> = prompt.iter().chain(&out.tokens).copied().collect();
+        let mut cache = llama.new_cache(all.len());
+        let h = llama.forward(&llama.embed(&all)?, 0, &mut cache)?;
+        let picks = llama
+            .logits(&h)?
+            .argmax(D::Minus1)?
+            .squeeze(0)?
+            .to_vec1::<u32>()?;
+        assert_eq!(&picks[prompt.len() - 1..all.len() - 1], &out.tokens[..]);
+        Ok(())
+    }
+
+    #[test]
+    fn stops_on_token_and_on_callback() -> Result<()> {
+        let llama = tiny_llama()?;
+        let embeds = llama.embed(&[1, 2, 3])?;
+        let free = generate_simple(
+            &llama,
+            &embeds,
+            &GenerationConfig {
+                max_new_tokens: 4,
+                stop_tokens: vec![],
+                ..Default::default()
+            },
+        )?;
+        // Stop on the second generated token.
+        let cfg = GenerationConfig {
+            max_new_tokens: 4,
+            stop_tokens: vec![free.tokens[1]],
+            ..Default::default()
+        };
+        let stopped = generate_simple(&llama, &embeds, &cfg)?;
+        let first = free
+            .tokens
+            .iter()
+            .position(|&t| t == free.tokens[1])
+            .unwrap_or(1);
+        assert_eq!(stopped.tokens, free.tokens[..=first].to_vec());
+        assert_eq!(stopped.stop_reason, StopReason::StopToken(free.tokens[1]));
+        // The callback sees every token and can cancel.
+        let mut seen = vec![];
+        let mut cache = llama.new_cache(8);
+        let cancelled = generate(
+            &llama,
+            &embeds,
+            &mut cache,
+            &[],
+            &GenerationConfig {
+                max_new_tokens: 4,
+                stop_tokens: vec![],
+                ..Default::default()
+            },
+            &mut |t| {
+                seen.push(t);
+                if seen.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        assert_eq!(cancelled.stop_reason, StopReason::Cancelled);
+        assert_eq!(seen, free.tokens[..2].to_vec());
+        assert_eq!(cancelled.tokens, seen);
+        Ok(())
+    }
 }

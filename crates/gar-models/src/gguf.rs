@@ -62,7 +62,10 @@ pub fn reverse_permute(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor>
     let half = rows / n_head / 2;
     let mut split = vec![n_head, half, 2];
     split.extend_from_slice(&dims[1..]);
-    w.reshape(split)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+    w.reshape(split)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
 }
 
 fn meta<'a>(c: &'a Content, key: &str) -> Option<&'a Value> {
@@ -87,7 +90,9 @@ fn meta_u32(c: &Content, key: &str) -> Option<u32> {
 
 /// Reads a `general.architecture = "llama"` GGUF: its [`LlamaConfig`] and a checkpoint with HF names
 /// (`model.*`, `lm_head.weight` when untied), all f32.
-pub fn load_llama_gguf(path: impl AsRef<Path>) -> Result<(LlamaConfig, Arc<Checkpoint>), LoadError> {
+pub fn load_llama_gguf(
+    path: impl AsRef<Path>,
+) -> Result<(LlamaConfig, Arc<Checkpoint>), LoadError> {
     let path = path.as_ref();
     let mut file = std::fs::File::open(path).map_err(|e| files_err(path, e))?;
     let content = Content::read(&mut file).map_err(|e| files_err(path, e))?;
@@ -96,7 +101,10 @@ pub fn load_llama_gguf(path: impl AsRef<Path>) -> Result<(LlamaConfig, Arc<Check
         .cloned()
         .unwrap_or_default();
     if arch != "llama" {
-        return Err(files_err(path, format!("GGUF architecture {arch:?}, expected \"llama\"")));
+        return Err(files_err(
+            path,
+            format!("GGUF architecture {arch:?}, expected \"llama\""),
+        ));
     }
     let key = |k: &str| format!("llama.{k}");
     let num_heads = meta_usize(&content, path, &key("attention.head_count"))?;
@@ -151,7 +159,13 @@ pub fn load_llama_gguf(path: impl AsRef<Path>) -> Result<(LlamaConfig, Arc<Check
         }
         tensors.insert(hf, t);
     }
-    Ok((cfg, Arc::new(Checkpoint::from_tensors(tensors, path.display().to_string()))))
+    Ok((
+        cfg,
+        Arc::new(Checkpoint::from_tensors(
+            tensors,
+            path.display().to_string(),
+        )),
+    ))
 }
 
 /// Builds a [`Llama`] over a plain HF Llama checkpoint layout (`model.*`, `lm_head.weight`).
@@ -171,16 +185,28 @@ mod tests {
 
     #[test]
     fn names_map_like_transformers() {
-        assert_eq!(hf_name("blk.3.attn_q.weight").as_deref(), Some("model.layers.3.self_attn.q_proj.weight"));
-        assert_eq!(hf_name("blk.0.ffn_norm.weight").as_deref(), Some("model.layers.0.post_attention_layernorm.weight"));
-        assert_eq!(hf_name("token_embd.weight").as_deref(), Some("model.embed_tokens.weight"));
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight").as_deref(),
+            Some("model.layers.3.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
         assert_eq!(hf_name("rope_freqs.weight"), None);
     }
 
     #[test]
     fn reverse_permute_deinterleaves_each_head() -> candle_core::Result<()> {
         // 2 heads × 4 rows, 1 column: stored rows per head [a0, b0, a1, b1] → [a0, a1, b0, b1].
-        let w = Tensor::new(&[[0f32], [1.], [2.], [3.], [10.], [11.], [12.], [13.]], &Device::Cpu)?;
+        let w = Tensor::new(
+            &[[0f32], [1.], [2.], [3.], [10.], [11.], [12.], [13.]],
+            &Device::Cpu,
+        )?;
         let r = reverse_permute(&w, 2)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(r, vec![0., 2., 1., 3., 10., 12., 11., 13.]);
         Ok(())

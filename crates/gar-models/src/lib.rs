@@ -36,7 +36,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Step by step instead of [`generate`]: `let h = model.forward(&embeds, 0, &mut cache)?` returns the
+//! Step by step instead of [`generate()`]: `let h = model.forward(&embeds, 0, &mut cache)?` returns the
 //! final-norm hidden states of every position; `model.logits(&h)` gives f32 logits; then feed one token
 //! embedding (`model.llama().embed(&[tok])`) at position `cache.seq_len()`.
 //!
@@ -44,7 +44,8 @@
 //! * [`GarModel`]: `load(dir, dtype, device, quirks)`, `from_checkpoint`, `new(cfg, vb, quirks)`,
 //!   `encode_image(pixels, Option<labels>)`, `encode_image_stages` ([`VisionStages`]), `mask_embeds`,
 //!   `embed_prompt(ids, Option<features>, (ncw, nch), &[RegionBox])`, `replay_features`, `replay_roi`,
-//!   `new_cache(capacity)`, `forward(embeds, start, &mut cache)`, `logits(hidden)`, accessors
+//!   `new_cache(capacity)`, `forward(embeds, start, &mut cache)` (hidden states of all positions),
+//!   `logits(hidden)`, `prefill(embeds, &mut cache)` / `decode_step(token, &mut cache)` (last logits), accessors
 //!   `config() llama() vision_tower() projector() quirks() with_quirks()`.
 //! * [`GarQuirks`] (`roi_double_scale`, default `true` = reference behaviour), [`RegionBox`].
 //! * [`Llama`]: `new`, `embed`, `embed_ids`, `forward`, `logits`, `last_logits`, `new_cache`;
@@ -78,7 +79,9 @@ pub mod weights;
 pub use config::{GarConfig, GarRegionConfig, LlamaConfig, RopeScaling, VisionConfig};
 pub use error::{ConfigError, LoadError, WeightError};
 pub use gar::{GarModel, GarQuirks, RegionBox, VisionStages};
-pub use generate::{generate, generate_simple, GenerationConfig, GenerationOutput, StopReason, EOT_ID};
+pub use generate::{
+    generate, generate_simple, GenerationConfig, GenerationOutput, StopReason, EOT_ID,
+};
 pub use llama::Llama;
 pub use nn::kv_cache::KvCache;
 pub use sampling::{Sampler, SamplingConfig};

@@ -66,7 +66,9 @@ impl SelfAttn {
         let (k, v) = cache.append(layer, &k, &v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = attention(&q, &k, &v, scale, true)?;
-        let y = y.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&y)
     }
 }
@@ -139,7 +141,12 @@ impl Llama {
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         // Tied checkpoints (PLM/GAR-1B) carry no lm_head.weight: reuse the embedding matrix.
         let lm_head = if !cfg.tie_word_embeddings && vb_root.contains_tensor("lm_head.weight") {
-            Linear::new(cfg.hidden_size, cfg.vocab_size, false, vb_root.pp("lm_head"))?
+            Linear::new(
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+                vb_root.pp("lm_head"),
+            )?
         } else {
             Linear::from_weight(embed_tokens.clone(), None)
         };

@@ -32,7 +32,8 @@ impl Projector {
 
     /// The two linears: `(T, N, D)` → `(T, N, H)` (before pooling).
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
-        self.linear_2.forward(&self.linear_1.forward(x)?.gelu_erf()?)
+        self.linear_2
+            .forward(&self.linear_1.forward(x)?.gelu_erf()?)
     }
 
     /// Average pooling of the `√N × √N` token grid by the pooling ratio: `(T, N, H)` → `(T, N/r², H)`.
@@ -44,7 +45,7 @@ impl Projector {
         }
         let (t, n, h) = x.dims3()?;
         let side = (n as f64).sqrt().round() as usize;
-        if side * side != n || side % r != 0 {
+        if side * side != n || !side.is_multiple_of(r) {
             candle_core::bail!("cannot pool {n} tokens (not a square grid divisible by {r})");
         }
         let s = side / r;

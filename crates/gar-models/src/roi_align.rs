@@ -21,6 +21,29 @@ pub struct RoiAlignParams {
     pub aligned: bool,
 }
 
+/// GAR's replay box (spec §8.4 step 4): for a normalized `bbox` on a `feat_w × feat_h` merged map whose cells
+/// cover `cell` original pixels (patch × pooling = 28), returns the RoI handed to `roi_align` — computed like the
+/// reference, in f64 left to right (`x·orig_w·ss`), stored as f32 — and the `spatial_scale` to use: `ss = 1/cell`
+/// again when `double_scale` (the reference quirk: the box is already in feature units and gets scaled twice),
+/// else 1.
+pub fn gar_replay_roi(
+    bbox: [f64; 4],
+    feat_w: usize,
+    feat_h: usize,
+    cell: usize,
+    double_scale: bool,
+) -> ([f32; 4], f32) {
+    let (orig_w, orig_h) = ((feat_w * cell) as f64, (feat_h * cell) as f64);
+    let ss = feat_w as f64 / orig_w;
+    let roi = [
+        (bbox[0] * orig_w * ss) as f32,
+        (bbox[1] * orig_h * ss) as f32,
+        (bbox[2] * orig_w * ss) as f32,
+        (bbox[3] * orig_h * ss) as f32,
+    ];
+    (roi, if double_scale { ss as f32 } else { 1.0 })
+}
+
 /// One bilinear sample: four flat positions `y·W + x` and their weights (all zero when out of range).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
@@ -31,6 +54,9 @@ pub struct Sample {
 /// torchvision `pre_calc_for_bilinear_interpolate` for one box `[x1, y1, x2, y2]` (unscaled):
 /// `pooled_h · pooled_w · ratio²` samples ordered (ph, pw, iy, ix).
 pub fn plan(height: usize, width: usize, roi: [f32; 4], p: &RoiAlignParams) -> Vec<Sample> {
+    if height == 0 || width == 0 {
+        return Vec::new();
+    }
     let offset = if p.aligned { 0.5f32 } else { 0.0 };
     let start_w = roi[0] * p.spatial_scale - offset;
     let start_h = roi[1] * p.spatial_scale - offset;
@@ -197,7 +223,9 @@ mod tests {
     #[test]
     fn tensor_path_matches_kernel_port() -> Result<()> {
         let (c, h, w) = (5, 6, 7);
-        let data: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let data: Vec<f32> = (0..c * h * w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let chw = Tensor::from_vec(data.clone(), (c, h, w), &Device::Cpu)?;
         let hwc = chw.permute((1, 2, 0))?.contiguous()?;
         for scale in [1.0f32, 0.5, 1.0 / 28.0 * 16.0] {
@@ -205,9 +233,15 @@ mod tests {
                 let p = params(scale);
                 let naive = roi_align_naive(&data, c, h, w, roi, &p);
                 // (cells, C) → (C, cells) to compare with the CHW-ordered oracle.
-                let got = roi_align(&hwc, roi, &p)?.t()?.flatten_all()?.to_vec1::<f32>()?;
+                let got = roi_align(&hwc, roi, &p)?
+                    .t()?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 for (a, b) in naive.iter().zip(&got) {
-                    assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "{roi:?}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-6 * (1.0 + a.abs()),
+                        "{roi:?}: {a} vs {b}"
+                    );
                 }
             }
         }

@@ -64,7 +64,10 @@ impl Sampler {
     /// Picks the next token from `logits` `(vocab)` (or `(1, vocab)`); `history` are the tokens the repetition
     /// penalty applies to.
     pub fn sample(&mut self, logits: &Tensor, history: &[u32]) -> Result<u32> {
-        let mut logits = logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut logits = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
         Ok(self.sample_slice(&mut logits, history))
     }
 
@@ -183,7 +186,9 @@ mod tests {
         let logits = [0.0f32, 5.0, 4.9, 4.8, -3.0];
         let run = |cfg: &SamplingConfig| {
             let mut s = Sampler::new(cfg.clone());
-            (0..200).map(|_| s.sample_slice(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| s.sample_slice(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         let a = run(&cfg);
         assert_eq!(a, run(&cfg));

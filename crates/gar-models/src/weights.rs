@@ -84,7 +84,10 @@ impl Checkpoint {
         // SAFETY: the files are mapped read-only; as with every mmap-based loader, they must not be truncated
         // or rewritten while the model is alive.
         let st = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| {
-            files_err(paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")), e)
+            files_err(
+                paths.first().map(PathBuf::as_path).unwrap_or(Path::new("")),
+                e,
+            )
         })?;
         let shapes = st
             .tensors()

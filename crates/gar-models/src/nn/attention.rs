@@ -31,7 +31,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -
     for start in (0..tq).step_by(QUERY_BLOCK) {
         let n = QUERY_BLOCK.min(tq - start);
         let qb = q.narrow(2, start, n)?;
-        outs.push(attention_block(&qb, &kf, &v, scale, causal, tk - tq + start)?);
+        outs.push(attention_block(
+            &qb,
+            &kf,
+            &v,
+            scale,
+            causal,
+            tk - tq + start,
+        )?);
     }
     Tensor::cat(&outs, 2)
 }
@@ -59,7 +66,13 @@ fn attention_block(
     if causal && offset + 1 < tk {
         let mask: Vec<f32> = (0..tq)
             .flat_map(|i| {
-                (0..tk).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 })
+                (0..tk).map(move |j| {
+                    if j > offset + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
             })
             .collect();
         let mask = Tensor::from_vec(mask, (1, 1, 1, tq, tk), q.device())?;

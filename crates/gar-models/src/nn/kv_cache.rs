@@ -66,7 +66,12 @@ impl KvCache {
     }
 
     /// Appends this step's `k`, `v` of `layer` and returns the full history of that layer.
-    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let cache = self
             .layers
             .get_mut(layer)

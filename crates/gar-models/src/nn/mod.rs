@@ -20,7 +20,11 @@ pub struct Linear {
 impl Linear {
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -38,7 +42,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Flatten leading dims into one matrix so a single GEMM runs against the (transposed, strided) weight.
         let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
+        let Some(&in_dim) = dims.last() else {
+            candle_core::bail!("linear layer applied to a scalar");
+        };
         let rows = x.elem_count() / in_dim.max(1);
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
@@ -46,7 +52,8 @@ impl Module for Linear {
             None => y,
         };
         let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        out_dims.pop();
+        out_dims.push(self.weight.dim(0)?);
         y.reshape(out_dims)
     }
 }

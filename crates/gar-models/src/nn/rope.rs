@@ -37,11 +37,16 @@ pub fn llama3_inv_freq(
         .map(|&inv| {
             // `2π / t` is evaluated by torch as `t.reciprocal() * 2π`.
             let wavelen = (1.0f32 / inv) * two_pi;
-            let inv_llama = if wavelen > low_freq_wavelen { inv / factor } else { inv };
+            let inv_llama = if wavelen > low_freq_wavelen {
+                inv / factor
+            } else {
+                inv
+            };
             let smooth = ((1.0f32 / wavelen) * old_context_len - low_freq_factor)
                 / (high_freq_factor - low_freq_factor);
             let smoothed = (1.0f32 - smooth) * inv_llama / factor + smooth * inv_llama;
-            let is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+            // transformers: `~(wavelen < high) * ~(wavelen > low)`.
+            let is_medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
             if is_medium {
                 smoothed
             } else {
@@ -163,10 +168,10 @@ pub fn vision_rope_table(cfg: &VisionConfig) -> (Vec<f32>, Vec<f32>, usize, usiz
     let n = rows * cols;
     let mut cos = Vec::with_capacity(n * half);
     let mut sin = Vec::with_capacity(n * half);
-    for r in 0..rows {
-        for c in 0..cols {
+    for &y in &ty {
+        for &x in &tx {
             // 'xy' indexing puts the column (x) coordinate first, 'ij' the row.
-            let (first, second) = if cfg.rope_grid_xy { (tx[c], ty[r]) } else { (ty[r], tx[c]) };
+            let (first, second) = if cfg.rope_grid_xy { (x, y) } else { (y, x) };
             for coord in [first, second] {
                 for &b in &bands {
                     let angle = coord * b;

@@ -119,13 +119,22 @@ impl Block {
     }
 
     pub fn forward(&self, x: &Tensor, rope: &VisionRope) -> Result<Tensor> {
+        Ok(self.forward_parts(x, rope)?.1)
+    }
+
+    /// The residual stream after the attention half and after the whole block (for parity tests).
+    pub fn forward_parts(&self, x: &Tensor, rope: &VisionRope) -> Result<(Tensor, Tensor)> {
         let scaled = |y: Tensor, g: &Option<Tensor>| match g {
             Some(g) => y.broadcast_mul(g),
             None => Ok(y),
         };
-        let a = scaled(self.attn.forward(&self.norm1.forward(x)?, rope)?, &self.gamma_1)?;
+        let a = scaled(
+            self.attn.forward(&self.norm1.forward(x)?, rope)?,
+            &self.gamma_1,
+        )?;
         let x = (x + a)?;
         let m = scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.gamma_2)?;
-        x + m
+        let out = (&x + m)?;
+        Ok((x, out))
     }
 }

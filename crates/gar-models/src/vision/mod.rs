@@ -33,7 +33,11 @@ impl PatchConv {
         vb: VarBuilder,
     ) -> Result<Self> {
         let weight = vb.get((out_ch, in_ch, patch, patch), "weight")?;
-        let bias = if bias { Some(vb.get(out_ch, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_ch, "bias")?)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -98,7 +102,8 @@ impl VisionTower {
         let (gh, gw) = cfg.grid();
         let n_tokens = gh * gw + cfg.num_prefix_tokens();
         // timm: the patch conv has a bias only when there is no pre-transformer norm.
-        let patch_embed = PatchEmbed::new(cfg, !cfg.use_pre_transformer_norm, vb.pp("patch_embed"))?;
+        let patch_embed =
+            PatchEmbed::new(cfg, !cfg.use_pre_transformer_norm, vb.pp("patch_embed"))?;
         let cls_token = if cfg.class_token {
             Some(vb.get((1, 1, d), "cls_token")?)
         } else {

@@ -39,7 +39,8 @@ impl Case {
         let dir = fixtures_dir().join("model").join(name);
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
-        let tensors = candle_core::safetensors::load(dir.join("tensors.safetensors"), &Device::Cpu)?;
+        let tensors =
+            candle_core::safetensors::load(dir.join("tensors.safetensors"), &Device::Cpu)?;
         Ok(Self {
             name: name.to_string(),
             meta,
@@ -71,7 +72,10 @@ impl Case {
 
     pub fn aspect_ratio(&self) -> (usize, usize) {
         let a = &self.meta["aspect_ratio"];
-        (a[0].as_u64().unwrap_or(0) as usize, a[1].as_u64().unwrap_or(0) as usize)
+        (
+            a[0].as_u64().unwrap_or(0) as usize,
+            a[1].as_u64().unwrap_or(0) as usize,
+        )
     }
 
     /// `(T, 3, 448, 448)` f32 in [-1, 1] from the stacked `tiles.png`.
@@ -80,7 +84,11 @@ impl Case {
         let (w, h) = img.dimensions();
         let (w, h) = (w as usize, h as usize);
         let t = h / w;
-        let data: Vec<f32> = img.into_raw().into_iter().map(|v| (v as f32 - 127.5) / 127.5).collect();
+        let data: Vec<f32> = img
+            .into_raw()
+            .into_iter()
+            .map(|v| (v as f32 - 127.5) / 127.5)
+            .collect();
         // HWC → (T, 3, w, w)
         Ok(Tensor::from_vec(data, (t, w, w, 3), &Device::Cpu)?
             .permute((0, 3, 1, 2))?
@@ -96,7 +104,11 @@ impl Case {
         let img = image::open(p)?.to_luma8();
         let (w, h) = img.dimensions();
         let (w, h) = (w as usize, h as usize);
-        Ok(Some(Tensor::from_vec(img.into_raw(), (h / w, w, w), &Device::Cpu)?))
+        Ok(Some(Tensor::from_vec(
+            img.into_raw(),
+            (h / w, w, w),
+            &Device::Cpu,
+        )?))
     }
 }
 
@@ -108,12 +120,19 @@ pub struct Diff {
     pub rel: f32,
     /// Smallest cosine similarity over the rows (last axis).
     pub min_cos: f32,
+    /// Mean cosine similarity over the rows.
+    pub mean_cos: f32,
 }
 
 pub fn diff(got: &Tensor, want: &Tensor) -> Result<Diff> {
     let g = got.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let w = want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    anyhow::ensure!(g.len() == w.len(), "size mismatch {:?} vs {:?}", got.dims(), want.dims());
+    anyhow::ensure!(
+        g.len() == w.len(),
+        "size mismatch {:?} vs {:?}",
+        got.dims(),
+        want.dims()
+    );
     let row = *want.dims().last().unwrap_or(&1);
     let mut max_abs = 0f32;
     let mut scale = 0f32;
@@ -122,6 +141,7 @@ pub fn diff(got: &Tensor, want: &Tensor) -> Result<Diff> {
         scale = scale.max(b.abs());
     }
     let mut min_cos = 1f32;
+    let (mut sum_cos, mut rows) = (0f64, 0usize);
     for (ga, wa) in g.chunks(row).zip(w.chunks(row)) {
         let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
         for (a, b) in ga.iter().zip(wa) {
@@ -130,12 +150,24 @@ pub fn diff(got: &Tensor, want: &Tensor) -> Result<Diff> {
             nb += (*b as f64).powi(2);
         }
         if na > 0.0 && nb > 0.0 {
-            min_cos = min_cos.min((dot / (na.sqrt() * nb.sqrt())) as f32);
+            let c = dot / (na.sqrt() * nb.sqrt());
+            min_cos = min_cos.min(c as f32);
+            sum_cos += c;
+            rows += 1;
         }
     }
     Ok(Diff {
         max_abs,
-        rel: if scale > 0.0 { max_abs / scale } else { max_abs },
+        rel: if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        },
         min_cos,
+        mean_cos: if rows > 0 {
+            (sum_cos / rows as f64) as f32
+        } else {
+            1.0
+        },
     })
 }

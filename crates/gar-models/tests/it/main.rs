@@ -2,4 +2,7 @@
 //! error reporting, and real-weight decoding (SmolLM2 GGUF, skipped when not installed).
 
 mod common;
+mod loading;
+mod ops;
 mod parity;
+mod smollm2;

@@ -41,8 +41,8 @@ impl CaseReport {
         for r in &self.rungs {
             let _ = writeln!(
                 s,
-                "  {:<20} max|Δ| {:>10.3e}  rel {:>10.3e}  min cos {:.6}",
-                r.stage, r.diff.max_abs, r.diff.rel, r.diff.min_cos
+                "  {:<20} max|Δ| {:>10.3e}  rel {:>10.3e}  cos min {:.6} mean {:.6}",
+                r.stage, r.diff.max_abs, r.diff.rel, r.diff.min_cos, r.diff.mean_cos
             );
         }
         let _ = writeln!(
@@ -59,9 +59,20 @@ pub fn regions(case: &Case) -> Result<Vec<RegionBox>> {
     let boxes = case.t("bboxes")?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
     let crops: Vec<u32> = case.meta["region_crop_token_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect()
+        })
         .unwrap_or_default();
-    ensure!(boxes.len() == crops.len(), "{}: {} boxes for {} crop tokens", case.name, boxes.len(), crops.len());
+    ensure!(
+        boxes.len() == crops.len(),
+        "{}: {} boxes for {} crop tokens",
+        case.name,
+        boxes.len(),
+        crops.len()
+    );
     Ok(boxes
         .into_iter()
         .zip(crops)
@@ -77,11 +88,14 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
     let dev = Device::Cpu;
     let model = GarModel::load(case.checkpoint_dir(), dtype, &dev, GarQuirks::default())?;
     let mut rungs = Vec::new();
-    let mut push = |stage, got: &Tensor, want: &Tensor| -> Result<()> {
+    // GAR_PARITY_DUMP=<dir> saves our activations (f32) as <dir>/<case>.safetensors for offline analysis.
+    let mut dump = std::collections::HashMap::new();
+    let mut push = |stage: &'static str, got: &Tensor, want: &Tensor| -> Result<()> {
         rungs.push(Rung {
             stage,
             diff: diff(got, want)?,
         });
+        dump.insert(stage.to_string(), got.to_dtype(DType::F32)?);
         Ok(())
     };
 
@@ -102,9 +116,21 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
     if let (Some(got), Ok(want)) = (&stages.mask_embeds, case.t("mask_embeds")) {
         push("mask_embeds", &sel(got)?, want)?;
     }
-    push("vision_out", &sel(&stages.vision_out)?, case.t("vision_out")?)?;
-    push("projector_unpooled", &sel(&stages.projector_unpooled)?, case.t("projector_unpooled")?)?;
-    push("image_features", &stages.image_features, case.t("image_features")?)?;
+    push(
+        "vision_out",
+        &sel(&stages.vision_out)?,
+        case.t("vision_out")?,
+    )?;
+    push(
+        "projector_unpooled",
+        &sel(&stages.projector_unpooled)?,
+        case.t("projector_unpooled")?,
+    )?;
+    push(
+        "image_features",
+        &stages.image_features,
+        case.t("image_features")?,
+    )?;
 
     let regions = regions(case)?;
     let ar = case.aspect_ratio();
@@ -114,7 +140,11 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
         for (region, want_roi) in regions.iter().zip(&want_rois) {
             let (pr, pc) = model.config().pooled_grid();
             let (roi, _) = model.replay_roi(region.bbox, ar.0 * pc, ar.1 * pr);
-            ensure!(roi[..] == want_roi[1..], "{}: roi {roi:?} vs reference {want_roi:?}", case.name);
+            ensure!(
+                roi[..] == want_roi[1..],
+                "{}: roi {roi:?} vs reference {want_roi:?}",
+                case.name
+            );
             replays.push(model.replay_features(&stages.image_features, ar, region.bbox)?);
         }
         push("replay", &Tensor::stack(&replays, 0)?, case.t("replay")?)?;
@@ -122,7 +152,11 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
 
     let ids = case.ids("input_ids")?;
     let embeds = model.embed_prompt(&ids, Some(&stages.image_features), ar, &regions)?;
-    push("inputs_embeds", &embeds.squeeze(0)?, case.t("inputs_embeds")?)?;
+    push(
+        "inputs_embeds",
+        &embeds.squeeze(0)?,
+        case.t("inputs_embeds")?,
+    )?;
 
     let n_new = case.meta["n_new_tokens"].as_u64().unwrap_or(32) as usize;
     let mut cache = model.new_cache(ids.len() + n_new);
@@ -135,7 +169,11 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
     let ref_embeds = case.t("inputs_embeds")?.unsqueeze(0)?;
     let mut iso_cache = model.new_cache(ids.len());
     let iso_hidden = model.forward(&ref_embeds, 0, &mut iso_cache)?;
-    push("final_hidden (iso)", &iso_hidden.squeeze(0)?, case.t("final_hidden")?)?;
+    push(
+        "final_hidden (iso)",
+        &iso_hidden.squeeze(0)?,
+        case.t("final_hidden")?,
+    )?;
 
     // Greedy decode step by step, keeping each step's logits, without stopping (the fixture's
     // `generated_tokens` run past <|eot_id|> for n_new_tokens).
@@ -150,9 +188,7 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
         if got_tokens.len() == n_new {
             break;
         }
-        let e = model.llama().embed(&[tok])?;
-        let h = model.forward(&e, cache.seq_len(), &mut cache)?;
-        step_logits = model.llama().last_logits(&h)?;
+        step_logits = model.decode_step(tok, &mut cache)?.unsqueeze(0)?;
     }
     if let Ok(want) = case.t("decode_logits") {
         let steps = all_logits.len().min(want.dim(0)?);
@@ -160,6 +196,10 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
         push("decode_logits", &got, &want.narrow(0, 0, steps)?)?;
     }
 
+    if let Some(dir) = std::env::var_os("GAR_PARITY_DUMP") {
+        let path = std::path::Path::new(&dir).join(format!("{}-{dtype:?}.safetensors", case.name));
+        candle_core::safetensors::save(&dump, path)?;
+    }
     let cfg = GenerationConfig {
         max_new_tokens: n_new,
         stop_tokens: vec![eot],
@@ -171,7 +211,12 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
     }
     let hf_tokens: Vec<u32> = case.meta["hf_generate_tokens"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect()
+        })
         .unwrap_or_default();
     Ok(CaseReport {
         rungs,
@@ -182,8 +227,17 @@ pub fn run_case(case: &Case, dtype: DType) -> Result<CaseReport> {
     })
 }
 
-/// Relative tolerance of every f32 rung (max |Δ| / max |reference|).
-const F32_REL_TOL: f32 = 1e-4;
+/// Relative tolerance (max |Δ| / max |reference|) of each f32 rung. Vision-side stages agree to ~1e-6. The
+/// decoder stages are bounded by f32 noise itself: against an f64 evaluation of the same chain, the
+/// reference's own f32 activations are off by up to 1.1e-4 relative on these tiny random models (their q/k
+/// weights are deliberately large, so attention amplifies rounding), and ours by the same amount; the two
+/// errors add up in a direct comparison. See docs/parity.md.
+fn f32_rel_tol(stage: &str) -> f32 {
+    match stage {
+        "final_hidden" | "prefill_logits" | "final_hidden (iso)" | "decode_logits" => 2.5e-4,
+        _ => 1e-5,
+    }
+}
 
 #[test]
 fn f32_ladder_matches_reference_on_every_case() -> Result<()> {
@@ -198,7 +252,7 @@ fn f32_ladder_matches_reference_on_every_case() -> Result<()> {
         let report = run_case(&case, DType::F32)?;
         eprint!("{}", report.render(name, DType::F32));
         for r in &report.rungs {
-            if r.diff.rel > F32_REL_TOL {
+            if r.diff.rel > f32_rel_tol(r.stage) {
                 failures.push(format!("{name}: {} rel {:.3e}", r.stage, r.diff.rel));
             }
         }
@@ -215,12 +269,29 @@ fn f32_ladder_matches_reference_on_every_case() -> Result<()> {
             ));
         }
     }
-    ensure!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
     Ok(())
 }
 
-/// Reduced-precision compute: every stage's rows must keep cosine ≥ 0.999 with the f32 reference; token
-/// agreement is reported (not required: tiny random models have near-tied logits).
+/// Stages computed before the decoder (vision tower, projector, replay, embedding scatter).
+const VISION_SIDE: [&str; 6] = [
+    "mask_embeds",
+    "vision_out",
+    "projector_unpooled",
+    "image_features",
+    "replay",
+    "inputs_embeds",
+];
+
+/// Reduced-precision compute. Vision-side stages must keep every row's cosine ≥ 0.999 with the f32 reference.
+/// The tiny decoders are chaotic by construction (large random q/k: PyTorch's own bf16 run of the same
+/// decoder on the same inputs has row cosines down to 0.25 / mean 0.75-0.96 against its f32 run), so decoder
+/// stages and token agreement are measured and reported, not asserted here; the real-weight check is the
+/// SmolLM2 test.
 fn reduced_precision(dtype: DType) -> Result<()> {
     let cases = model_cases();
     if cases.is_empty() {
@@ -232,13 +303,24 @@ fn reduced_precision(dtype: DType) -> Result<()> {
         let case = Case::load(name)?;
         let report = run_case(&case, dtype)?;
         eprint!("{}", report.render(name, dtype));
-        for r in &report.rungs {
+        for r in report
+            .rungs
+            .iter()
+            .filter(|r| VISION_SIDE.contains(&r.stage))
+        {
             if r.diff.min_cos < 0.999 {
-                failures.push(format!("{name} {dtype:?}: {} min cos {:.6}", r.stage, r.diff.min_cos));
+                failures.push(format!(
+                    "{name} {dtype:?}: {} min cos {:.6}",
+                    r.stage, r.diff.min_cos
+                ));
             }
         }
     }
-    ensure!(failures.is_empty(), "cosine failures:\n{}", failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "cosine failures:\n{}",
+        failures.join("\n")
+    );
     Ok(())
 }
 
