@@ -47,7 +47,10 @@ impl PreprocessorConfig {
         let d = Self::default();
         let bad = |key: &str| ProcessorError::config(path, format!("bad value for {key:?}"));
         let tile_size = match v.get("tile_size") {
-            Some(x) => x.as_u64().filter(|&t| t > 0).ok_or_else(|| bad("tile_size"))? as u32,
+            Some(x) => x
+                .as_u64()
+                .filter(|&t| t > 0)
+                .ok_or_else(|| bad("tile_size"))? as u32,
             None => d.tile_size,
         };
         let max_num_tiles = match v.get("max_num_tiles") {
@@ -71,7 +74,8 @@ impl PreprocessorConfig {
                 Some(_) => Err(bad(key)),
             }
         };
-        let flag = |key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let flag =
+            |key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
         Ok(Self {
             tile_size,
             max_num_tiles,
@@ -120,7 +124,10 @@ impl PreprocessorConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Normalization {
     /// `(x - mean[c]) / std[c]` in float32.
-    Affine { mean: [f32; 3], std: [f32; 3] },
+    Affine {
+        mean: [f32; 3],
+        std: [f32; 3],
+    },
     /// `x * factor` in float32.
     Rescale(f32),
     Identity,
@@ -214,7 +221,11 @@ impl GarFields {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|x| x.as_u64().map(|n| n as u32).ok_or_else(|| bad("crop_tokens_ids")))
+                    .map(|x| {
+                        x.as_u64()
+                            .map(|n| n as u32)
+                            .ok_or_else(|| bad("crop_tokens_ids"))
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
             Some(_) => return Err(bad("crop_tokens_ids")),

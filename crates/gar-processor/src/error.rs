@@ -74,13 +74,17 @@ pub enum ProcessorError {
     #[error("invalid region {index}: {msg}")]
     InvalidRegion { index: usize, msg: String },
 
-    #[error("{given} regions given, but this checkpoint supports at most {limit} (prompt_numbers)")]
+    #[error(
+        "{given} regions given, but this checkpoint supports at most {limit} (prompt_numbers)"
+    )]
     TooManyRegions { given: usize, limit: usize },
 
-    #[error("the text mentions <Prompt{prompt}> but only {regions} region(s) were given (<Prompt0>..<Prompt{last}>)", last = regions.saturating_sub(1))]
+    #[error("the text mentions <Prompt{prompt}> but no region was given for it ({regions} region(s) given)")]
     UnknownPrompt { prompt: usize, regions: usize },
 
-    #[error("prompt slot <Prompt{slot}> is out of range: this checkpoint has prompt_numbers = {limit}")]
+    #[error(
+        "prompt slot <Prompt{slot}> is out of range: this checkpoint has prompt_numbers = {limit}"
+    )]
     SlotOutOfRange { slot: usize, limit: usize },
 
     #[error("invalid request: {0}")]
@@ -114,8 +118,8 @@ pub enum Warning {
     },
     /// Pixels of this region already belong to a region with a lower prompt index, which keeps them.
     RegionsOverlap { region: usize, pixels: u64 },
-    /// An `Ask` request whose texts never mention `<PromptK>` for a region that was given.
-    RegionNotMentioned { region: usize },
+    /// An `Ask` request whose texts never mention the `<PromptK>` of a region that was given.
+    RegionNotMentioned { region: usize, prompt: usize },
 }
 
 impl fmt::Display for Warning {
@@ -130,8 +134,8 @@ impl fmt::Display for Warning {
                 f,
                 "region {region}: {pixels} pixels already belong to an earlier region and stay with it"
             ),
-            Warning::RegionNotMentioned { region } => {
-                write!(f, "region {region} is never mentioned as <Prompt{region}>")
+            Warning::RegionNotMentioned { region, prompt } => {
+                write!(f, "region {region} is never mentioned as <Prompt{prompt}>")
             }
         }
     }

@@ -175,10 +175,9 @@ pub(crate) fn decode_pil(bytes: &[u8], options: &LoadOptions) -> Result<PilImage
     let (img, orientation) = match format {
         ImageFormat::Gif => (decode_gif(bytes, options)?, 1),
         ImageFormat::Jpeg => decode_jpeg(bytes, options)?,
-        ImageFormat::Png
-        | ImageFormat::WebP
-        | ImageFormat::Bmp
-        | ImageFormat::Tiff => decode_with_image_crate(bytes, format, options)?,
+        ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Tiff => {
+            decode_with_image_crate(bytes, format, options)?
+        }
         _ => return Err(ProcessorError::UnsupportedFormat),
     };
     if options.apply_exif_orientation && orientation != 1 {
@@ -244,11 +243,15 @@ fn from_dynamic(img: DynamicImage) -> PilImage {
     let high = |v: u16| (v >> 8) as u8;
     let pixels = match img {
         DynamicImage::ImageLuma8(b) => Pixels::L(b.into_raw()),
-        DynamicImage::ImageLumaA8(b) => Pixels::L(b.into_raw().chunks_exact(2).map(|p| p[0]).collect()),
+        DynamicImage::ImageLumaA8(b) => {
+            Pixels::L(b.into_raw().chunks_exact(2).map(|p| p[0]).collect())
+        }
         DynamicImage::ImageRgb8(b) => Pixels::Rgb(b.into_raw()),
         DynamicImage::ImageRgba8(b) => Pixels::Rgb(drop_alpha(&b.into_raw(), |v| v)),
         // PIL opens 16-bit grey as `I;16`, whose conversion to L/RGB clips.
-        DynamicImage::ImageLuma16(b) => Pixels::L(b.into_raw().iter().map(|&v| v.min(255) as u8).collect()),
+        DynamicImage::ImageLuma16(b) => {
+            Pixels::L(b.into_raw().iter().map(|&v| v.min(255) as u8).collect())
+        }
         DynamicImage::ImageLumaA16(b) => {
             Pixels::L(b.into_raw().chunks_exact(2).map(|p| high(p[0])).collect())
         }
@@ -301,7 +304,9 @@ fn decode_gif(bytes: &[u8], options: &LoadOptions) -> Result<PilImage> {
                 .iter()
                 .flat_map(|&i| {
                     let k = i as usize * 3;
-                    palette.get(k..k + 3).map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
+                    palette
+                        .get(k..k + 3)
+                        .map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
                 })
                 .collect(),
         ),

@@ -19,6 +19,7 @@ mod config;
 mod decode;
 mod error;
 mod image;
+mod inputs;
 #[cfg(feature = "libjpeg")]
 mod jpeg;
 mod mask;
@@ -35,13 +36,16 @@ pub use error::{ProcessorError, Result, Warning};
 pub use image::{
     decode_image, decode_mask, load_image, load_mask, LoadOptions, RgbImage, DEFAULT_MAX_PIXELS,
 };
+pub use inputs::{Bos, GarInputs, ProcessorOptions, RegionInput};
 pub use mask::MaskResample;
-pub use processor::{Bos, GarInputs, GarProcessor, ProcessorOptions, RegionInput};
+pub use processor::GarProcessor;
 pub use prompt::{
     mentioned_prompts, ChatTemplate, FollowUp, Prompt, Request, CROP_TOKENS_PER_REGION,
     DEFAULT_INSTRUCTION,
 };
 pub use region::{polygon_runs, BinaryMask, CocoRle, Region, RleCounts};
-pub use resize::{resize_bicubic_aa, resize_nearest, scratch_float, Arith};
+pub use resize::{resize_bicubic_aa, resize_nearest, Arith};
 pub use tiling::{select_grid, supported_aspect_ratios};
-pub use tokens::{crop_token_name, prompt_token_name, SpecialTokens, TokenizerConfig, NO_PROMPT_TOKEN};
+pub use tokens::{
+    crop_token_name, prompt_token_name, SpecialTokens, TokenizerConfig, NO_PROMPT_TOKEN,
+};

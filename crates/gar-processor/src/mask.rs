@@ -40,7 +40,11 @@ pub(crate) fn label_map(
     let mut taken = vec![false; labels.len()];
     for p in placed {
         let mut overlap = 0u64;
-        for ((l, t), &inside) in labels.iter_mut().zip(taken.iter_mut()).zip(p.mask.as_slice()) {
+        for ((l, t), &inside) in labels
+            .iter_mut()
+            .zip(taken.iter_mut())
+            .zip(p.mask.as_slice())
+        {
             if !inside {
                 continue;
             }
@@ -71,9 +75,9 @@ pub(crate) fn resize_labels(
     arith: Arith,
 ) -> Vec<u8> {
     match resample {
-        MaskResample::Nearest => resize_nearest(labels, 1, (in_h, in_w), (out_h, out_w)),
+        MaskResample::Nearest => resize_nearest(labels, (in_h, in_w), (out_h, out_w)),
         MaskResample::Bicubic => {
-            let mut v = resize_bicubic_aa(labels, 1, (in_h, in_w), (out_h, out_w), arith);
+            let mut v = resize_bicubic_aa(labels, (in_h, in_w), (out_h, out_w), arith);
             for x in v.iter_mut() {
                 *x = (*x).min(max_label);
             }

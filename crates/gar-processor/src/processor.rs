@@ -8,101 +8,16 @@ use crate::config::{GarFields, MediaTokenConfig, PreprocessorConfig};
 use crate::decode::{decode_raw, py_strip, TextStream};
 use crate::error::{ProcessorError, Result, Warning};
 use crate::image::RgbImage;
-use crate::mask::{label_map, resize_labels, MaskResample, Placed};
+use crate::inputs::{Bos, GarInputs, ProcessorOptions, RegionInput};
+use crate::mask::{label_map, resize_labels, Placed};
 use crate::prompt::{
     conversation, first_message_text, mentioned_prompts, ChatTemplate, Prompt, Request,
     CROP_TOKENS_PER_REGION,
 };
 use crate::region::{BinaryMask, Region};
-use crate::resize::{resize_bicubic_aa, Arith};
+use crate::resize::resize_bicubic_aa;
 use crate::tiling::select_grid;
 use crate::tokens::{crop_token_name, SpecialTokens, TokenizerConfig};
-
-/// BOS policy. The chat template already writes `<|begin_of_text|>`; the question is whether the
-/// tokenizer's post-processor adds another one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Bos {
-    /// Tokenise with `add_special_tokens=true`: the Llama-3 post-processor prepends a second BOS. This is
-    /// what the reference inference path feeds (`processor(text=rendered)`, gar-spec §7.4).
-    #[default]
-    Double,
-    /// Tokenise with `add_special_tokens=false`: the template's BOS only (training path,
-    /// `apply_chat_template(tokenize=True)`).
-    Single,
-}
-
-/// Processor-wide switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProcessorOptions {
-    pub bos: Bos,
-    pub mask_resample: MaskResample,
-    /// Overrides `preprocessor_config.json`'s `max_num_tiles` (a request may override again).
-    pub max_num_tiles: Option<usize>,
-    /// Float contraction of the resize kernel; the default matches PyTorch's CPU build.
-    pub arith: Arith,
-}
-
-/// One region as the model sees it, in prompt order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegionInput {
-    /// K of `<PromptK>`; also the region's value in `mask_labels`.
-    pub prompt_index: usize,
-    /// Index of the region in the caller's slice.
-    pub region: usize,
-    /// Id of the 256 feature-replay tokens of this region (`<|reserved_special_token_{K+2}|>`).
-    pub crop_token_id: u32,
-    /// `(x_min / W, y_min / H, x_max / W, y_max / H)` of the mask at the image's resolution, max inclusive.
-    pub bbox: [f64; 4],
-    /// Pixels inside the region at the image's resolution.
-    pub area: u64,
-}
-
-/// Everything the model needs for one request.
-#[derive(Debug, Clone)]
-pub struct GarInputs {
-    /// Side of a square tile (448).
-    pub tile_size: usize,
-    /// T = 1 + ncw·nch (thumbnail first).
-    pub num_tiles: usize,
-    /// `(ncw, nch)`: grid columns and rows.
-    pub aspect_ratio: (u32, u32),
-    /// T × 3 × tile × tile uint8 tiles (CHW): thumbnail, then grid tiles row-major.
-    pub tiles_u8: Vec<u8>,
-    /// Same layout, `(u8 − mean) / std` in float32 (`(u8 − 127.5) / 127.5` for GAR).
-    pub pixel_values: Vec<f32>,
-    /// T × tile × tile labels on the same tiles: K inside `<PromptK>`'s region, `background_label`
-    /// elsewhere.
-    pub mask_labels: Vec<u8>,
-    /// `prompt_numbers` (the `<NO_Prompt>` label).
-    pub background_label: u8,
-    pub input_ids: Vec<u32>,
-    /// Regions in prompt order, each with its own box.
-    pub regions: Vec<RegionInput>,
-    /// The rendered chat text before `<|image|>` expansion.
-    pub prompt_text: String,
-    pub warnings: Vec<Warning>,
-}
-
-impl GarInputs {
-    /// Boxes in prompt order.
-    pub fn bboxes(&self) -> Vec<[f64; 4]> {
-        self.regions.iter().map(|r| r.bbox).collect()
-    }
-
-    /// Crop token ids in prompt order.
-    pub fn crop_token_ids(&self) -> Vec<u32> {
-        self.regions.iter().map(|r| r.crop_token_id).collect()
-    }
-
-    /// The mask image the model embeds (`labels != background` as 0/1), T × tile × tile; the reference
-    /// repeats it over 3 channels.
-    pub fn region_mask(&self) -> Vec<f32> {
-        self.mask_labels
-            .iter()
-            .map(|&l| f32::from(u8::from(l != self.background_label)))
-            .collect()
-    }
-}
 
 /// Images, regions and prompts to GAR model inputs, configured from a checkpoint directory.
 #[derive(Debug)]
@@ -154,8 +69,8 @@ impl GarProcessor {
             p.is_file().then_some(p)
         };
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| ProcessorError::config(&tok_path, e))?;
+        let tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| ProcessorError::config(&tok_path, e))?;
         let tokenizer_config = match optional("tokenizer_config.json") {
             Some(p) => TokenizerConfig::from_file(&p)?,
             None => TokenizerConfig::default(),
@@ -214,6 +129,14 @@ impl GarProcessor {
         &self.tokens
     }
 
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    pub fn tokenizer_config(&self) -> &TokenizerConfig {
+        &self.tokenizer_config
+    }
+
     pub fn preprocessor_config(&self) -> &PreprocessorConfig {
         &self.preprocessor
     }
@@ -248,25 +171,57 @@ impl GarProcessor {
         )
     }
 
-    /// Turns an image, its regions (region i is `<Prompt i>` for `Ask`; the single region of `Describe`
-    /// takes its slot) and a request into model inputs.
+    /// Turns an image, its regions and a request into model inputs. Region i is `<Prompt i>` for
+    /// [`Prompt::Ask`]; the single region of [`Prompt::Describe`] takes the request's slot.
     pub fn process(
         &self,
         image: &RgbImage,
         regions: &[Region],
         request: &Request,
     ) -> Result<GarInputs> {
+        let prompts: Vec<usize> = match &request.prompt {
+            Prompt::Describe { slot, .. } => vec![*slot; regions.len()],
+            Prompt::Ask { .. } => (0..regions.len()).collect(),
+        };
+        let pairs: Vec<(usize, &Region)> = prompts.into_iter().zip(regions).collect();
+        self.process_inner(image, &pairs, request)
+    }
+
+    /// Like [`GarProcessor::process`], with an explicit `<PromptK>` index for every region (for example
+    /// regions 0 and 2 only). `Describe`'s slot is then the region's own index.
+    pub fn process_with_prompts(
+        &self,
+        image: &RgbImage,
+        regions: &[(usize, Region)],
+        request: &Request,
+    ) -> Result<GarInputs> {
+        let pairs: Vec<(usize, &Region)> = regions.iter().map(|(k, r)| (*k, r)).collect();
+        self.process_inner(image, &pairs, request)
+    }
+
+    fn process_inner(
+        &self,
+        image: &RgbImage,
+        regions: &[(usize, &Region)],
+        request: &Request,
+    ) -> Result<GarInputs> {
         let mut warnings = Vec::new();
-        let slots = self.slots(regions, request, &mut warnings)?;
+        self.validate(regions, request, &mut warnings)?;
+        let slots: Vec<usize> = regions.iter().map(|(k, _)| *k).collect();
         let (w, h) = (image.width(), image.height());
         let masks = regions
             .iter()
             .enumerate()
-            .map(|(i, r)| self.region_mask(r, i, w, h, &mut warnings))
+            .map(|(i, (_, r))| self.region_mask(r, i, w, h, &mut warnings))
             .collect::<Result<Vec<_>>>()?;
 
         // Label map and per-region boxes, in prompt order.
-        let mut order: Vec<(usize, usize)> = slots.iter().copied().enumerate().map(|(r, k)| (k, r)).collect();
+        let mut order: Vec<(usize, usize)> = slots
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(r, k)| (k, r))
+            .collect();
         order.sort_unstable();
         let placed: Vec<Placed<'_>> = order
             .iter()
@@ -288,7 +243,12 @@ impl GarProcessor {
                     prompt_index: k,
                     region: r,
                     crop_token_id: self.tokens.crops[k],
-                    bbox: [b[0] as f64 / fw, b[1] as f64 / fh, b[2] as f64 / fw, b[3] as f64 / fh],
+                    bbox: [
+                        b[0] as f64 / fw,
+                        b[1] as f64 / fh,
+                        b[2] as f64 / fw,
+                        b[3] as f64 / fh,
+                    ],
                     area: m.area(),
                 })
             })
@@ -299,8 +259,9 @@ impl GarProcessor {
         let ts = self.preprocessor.tile_size as usize;
         // Without "thumb+tile" the processor returns the thumbnail alone.
         let tiles = self.preprocessor.uses_tiles().then_some(grid);
-        let tiles_u8 = tile_planes(&image.to_planes(), 3, (h as usize, w as usize), ts, tiles, |p, c, i, o| {
-            resize_bicubic_aa(p, c, i, o, self.options.arith)
+        let size = (h as usize, w as usize);
+        let tiles_u8 = tile_planes(&image.to_planes(), size, ts, tiles, |p, i, o| {
+            resize_bicubic_aa(p, i, o, self.options.arith)
         });
         let norm = self.preprocessor.normalization();
         let plane = ts * ts;
@@ -309,14 +270,25 @@ impl GarProcessor {
             .enumerate()
             .map(|(i, &v)| norm.apply((i / plane) % 3, v))
             .collect();
-        let mask_labels = tile_planes(&labels, 1, (h as usize, w as usize), ts, tiles, |p, _, i, o| {
-            resize_labels(p, i, o, self.options.mask_resample, background, self.options.arith)
+        let mask_labels = tile_planes(&labels, size, ts, tiles, |p, i, o| {
+            resize_labels(
+                p,
+                i,
+                o,
+                self.options.mask_resample,
+                background,
+                self.options.arith,
+            )
         });
         let num_tiles = tiles_u8.len() / (3 * plane);
 
         // Text.
-        let slot_tokens: Vec<(usize, String)> = order.iter().map(|&(k, _)| (k, crop_token_name(k))).collect();
-        let slot_refs: Vec<(usize, &str)> = slot_tokens.iter().map(|(k, t)| (*k, t.as_str())).collect();
+        let slot_tokens: Vec<(usize, String)> = order
+            .iter()
+            .map(|&(k, _)| (k, crop_token_name(k)))
+            .collect();
+        let slot_refs: Vec<(usize, &str)> =
+            slot_tokens.iter().map(|(k, t)| (*k, t.as_str())).collect();
         let first = first_message_text(&request.prompt, &slot_refs);
         let prompt_text = self.render(&first, request)?;
         let input_ids = self.tokenize(&prompt_text, num_tiles, &region_inputs)?;
@@ -336,13 +308,13 @@ impl GarProcessor {
         })
     }
 
-    /// Prompt slot K of every region, validating the request against the regions and the checkpoint.
-    fn slots(
+    /// Checks regions and texts against each other and against the checkpoint.
+    fn validate(
         &self,
-        regions: &[Region],
+        regions: &[(usize, &Region)],
         request: &Request,
         warnings: &mut Vec<Warning>,
-    ) -> Result<Vec<usize>> {
+    ) -> Result<()> {
         let limit = self.tokens.prompt_numbers;
         if regions.len() > limit {
             return Err(ProcessorError::TooManyRegions {
@@ -350,7 +322,10 @@ impl GarProcessor {
                 limit,
             });
         }
-        let forbidden = [self.tokens.image_token.clone(), "<|reserved_special_token_".to_string()];
+        let forbidden = [
+            self.tokens.image_token.clone(),
+            "<|reserved_special_token_".to_string(),
+        ];
         let assistant = request.follow_ups.iter().map(|f| f.assistant.as_str());
         let system = request.system.iter().map(String::as_str);
         for t in request.user_texts().chain(assistant).chain(system) {
@@ -360,42 +335,41 @@ impl GarProcessor {
                 )));
             }
         }
+        let mut seen = vec![false; limit];
+        for &(k, _) in regions {
+            if k >= limit {
+                return Err(ProcessorError::SlotOutOfRange { slot: k, limit });
+            }
+            if std::mem::replace(&mut seen[k], true) {
+                return Err(ProcessorError::InvalidRequest(format!(
+                    "two regions claim <Prompt{k}>"
+                )));
+            }
+        }
+        if matches!(request.prompt, Prompt::Describe { .. }) && regions.len() != 1 {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "Describe takes exactly one region, got {} (use Ask for several)",
+                regions.len()
+            )));
+        }
         let mentioned: Vec<usize> = request.user_texts().flat_map(mentioned_prompts).collect();
-        let slots: Vec<usize> = match &request.prompt {
-            Prompt::Describe { slot, .. } => {
-                if regions.len() != 1 {
-                    return Err(ProcessorError::InvalidRequest(format!(
-                        "Describe takes exactly one region, got {} (use Ask for several)",
-                        regions.len()
-                    )));
-                }
-                if *slot >= limit {
-                    return Err(ProcessorError::SlotOutOfRange { slot: *slot, limit });
-                }
-                if let Some(&k) = mentioned.iter().find(|&&k| k != *slot) {
-                    return Err(ProcessorError::UnknownPrompt {
+        if let Some(&k) = mentioned.iter().find(|&&k| k >= limit || !seen[k]) {
+            return Err(ProcessorError::UnknownPrompt {
+                prompt: k,
+                regions: regions.len(),
+            });
+        }
+        if matches!(request.prompt, Prompt::Ask { .. }) {
+            for (i, &(k, _)) in regions.iter().enumerate() {
+                if !mentioned.contains(&k) {
+                    warnings.push(Warning::RegionNotMentioned {
+                        region: i,
                         prompt: k,
-                        regions: 1,
                     });
                 }
-                vec![*slot]
             }
-            Prompt::Ask { .. } => {
-                if let Some(&k) = mentioned.iter().find(|&&k| k >= regions.len()) {
-                    return Err(ProcessorError::UnknownPrompt {
-                        prompt: k,
-                        regions: regions.len(),
-                    });
-                }
-                for r in 0..regions.len() {
-                    if !mentioned.contains(&r) {
-                        warnings.push(Warning::RegionNotMentioned { region: r });
-                    }
-                }
-                (0..regions.len()).collect()
-            }
-        };
-        Ok(slots)
+        }
+        Ok(())
     }
 
     /// A region as a mask of the image's size (NEAREST-resized with a warning if needed), never empty.
@@ -468,7 +442,9 @@ impl GarProcessor {
             let first = ids.iter().position(|&t| t == r.crop_token_id);
             let run_ok = first.is_some_and(|s| {
                 ids.len() >= s + CROP_TOKENS_PER_REGION
-                    && ids[s..s + CROP_TOKENS_PER_REGION].iter().all(|&t| t == r.crop_token_id)
+                    && ids[s..s + CROP_TOKENS_PER_REGION]
+                        .iter()
+                        .all(|&t| t == r.crop_token_id)
             });
             if count(r.crop_token_id) != CROP_TOKENS_PER_REGION || !run_ok {
                 return Err(ProcessorError::Tokenizer(format!(
@@ -508,25 +484,24 @@ impl GarProcessor {
     }
 }
 
-/// Thumbnail plus grid tiles of `channels` planes: both are resized from the original image (the
-/// thumbnail ignoring aspect ratio), the canvas is split row-major. Output: T × channels × ts × ts.
+/// Thumbnail plus grid tiles of the planes of an `h × w` image: both are resized from the original (the
+/// thumbnail ignoring aspect ratio), the canvas is split row-major. Output: T × planes × ts × ts.
 /// `grid = None` gives the thumbnail alone.
 fn tile_planes(
     planes: &[u8],
-    channels: usize,
     (h, w): (usize, usize),
     ts: usize,
     grid: Option<(u32, u32)>,
-    resize: impl Fn(&[u8], usize, (usize, usize), (usize, usize)) -> Vec<u8>,
+    resize: impl Fn(&[u8], (usize, usize), (usize, usize)) -> Vec<u8>,
 ) -> Vec<u8> {
-    let mut out = resize(planes, channels, (h, w), (ts, ts));
+    let mut out = resize(planes, (h, w), (ts, ts));
     let Some((ncw, nch)) = grid else {
         return out;
     };
     let (ncw, nch) = (ncw as usize, nch as usize);
     let (ch, cw) = (nch * ts, ncw * ts);
-    let canvas = resize(planes, channels, (h, w), (ch, cw));
-    out.reserve(ncw * nch * channels * ts * ts);
+    let canvas = resize(planes, (h, w), (ch, cw));
+    out.reserve(canvas.len());
     for r in 0..nch {
         for c in 0..ncw {
             for p in canvas.chunks_exact(ch * cw) {

@@ -5,10 +5,12 @@
 //! listed by increasing index instead of Python `set` order. Later turns are plain text.
 //!
 //! The template is the checkpoint's own Jinja `chat_template`, rendered with minijinja configured like
-//! transformers' sandbox (`trim_blocks`, `lstrip_blocks`, `raise_exception`, Python-style `trim`).
+//! transformers' sandbox (`trim_blocks`, `lstrip_blocks`, `raise_exception`, Python-style `trim`, Python
+//! string/dict methods through minijinja-contrib's `pycompat`).
 
 use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::decode::py_strip;
 use crate::error::{ProcessorError, Result};
@@ -84,6 +86,18 @@ impl Request {
         Self::new(Prompt::ask(question))
     }
 
+    /// Replaces the template's default system prompt.
+    pub fn with_system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// Overrides `max_num_tiles` for this request.
+    pub fn with_max_num_tiles(mut self, max_num_tiles: usize) -> Self {
+        self.max_num_tiles = Some(max_num_tiles);
+        self
+    }
+
     /// Appends an earlier answer and the next user message.
     pub fn follow_up(mut self, assistant: impl Into<String>, user: impl Into<String>) -> Self {
         self.follow_ups.push(FollowUp {
@@ -145,55 +159,22 @@ pub(crate) fn first_message_text(prompt: &Prompt, slots: &[(usize, &str)]) -> St
     }
 }
 
-#[derive(Serialize)]
-struct Item<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: Vec<Item<'a>>,
-}
-
-/// Messages in transformers' multimodal chat format: content lists of `{"type": ...}` items.
-pub(crate) fn conversation<'a>(
-    first_text: &'a str,
-    request: &'a Request,
-) -> Vec<impl Serialize + 'a> {
-    let text = |t: &'a str| Item {
-        kind: "text",
-        text: Some(t),
-    };
+/// Messages in transformers' multimodal chat format. User and assistant contents are lists of
+/// `{"type": ...}` items (the PLM template selects items by type); the system content is a plain string
+/// (the template applies `|trim` to it directly).
+pub(crate) fn conversation(first_text: &str, request: &Request) -> Vec<serde_json::Value> {
+    let text = |t: &str| json!([{"type": "text", "text": t}]);
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
-        messages.push(Message {
-            role: "system",
-            content: vec![text(system)],
-        });
+        messages.push(json!({"role": "system", "content": system}));
     }
-    messages.push(Message {
-        role: "user",
-        content: vec![
-            Item {
-                kind: "image",
-                text: None,
-            },
-            text(first_text),
-        ],
-    });
+    messages.push(json!({
+        "role": "user",
+        "content": [{"type": "image"}, {"type": "text", "text": first_text}],
+    }));
     for f in &request.follow_ups {
-        messages.push(Message {
-            role: "assistant",
-            content: vec![text(&f.assistant)],
-        });
-        messages.push(Message {
-            role: "user",
-            content: vec![text(&f.user)],
-        });
+        messages.push(json!({"role": "assistant", "content": text(&f.assistant)}));
+        messages.push(json!({"role": "user", "content": text(&f.user)}));
     }
     messages
 }
@@ -218,18 +199,24 @@ impl ChatTemplate {
         // lstrip_blocks=True) and keep_trailing_newline=False (also minijinja's default).
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         // jinja2's `trim` is Python's `str.strip()`.
         env.add_filter("trim", |s: String| py_strip(&s).to_string());
+        // Python methods on values (`.strip()`, `.startswith()`, `.items()`, ...), which HF templates use.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| ProcessorError::Template(e.to_string()))?;
         Ok(Self { env })
     }
 
-    /// Renders `messages` with `add_generation_prompt` and the tokenizer's special tokens as variables.
-    pub(crate) fn render(
+    /// Renders `messages` (transformers' chat format) with `add_generation_prompt` and the tokenizer's
+    /// special tokens (`("bos_token", "<|begin_of_text|>")`, ...) as template variables.
+    pub fn render(
         &self,
         messages: &impl Serialize,
         add_generation_prompt: bool,
@@ -253,6 +240,21 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_has_python_methods_and_raise_exception() {
+        let t = ChatTemplate::new(
+            "{% if messages[0]['content'].startswith(' a') %}{{ messages[0]['content'].strip()|upper }}{% endif %}\n\
+             {%- if add_generation_prompt %}{{ raise_exception('no') }}{% endif %}",
+        )
+        .unwrap();
+        let msgs = json!([{"role": "user", "content": " a b "}]);
+        assert_eq!(t.render(&msgs, false, &[]).unwrap(), "A B");
+        assert!(matches!(
+            t.render(&msgs, true, &[]),
+            Err(ProcessorError::Template(_))
+        ));
+    }
 
     #[test]
     fn finds_prompt_mentions() {

@@ -67,7 +67,8 @@ impl BinaryMask {
         let w = self.width as usize;
         let mut b: Option<[u32; 4]> = None;
         for (y, row) in self.data.chunks_exact(w).enumerate() {
-            let (Some(x0), Some(x1)) = (row.iter().position(|&v| v), row.iter().rposition(|&v| v)) else {
+            let (Some(x0), Some(x1)) = (row.iter().position(|&v| v), row.iter().rposition(|&v| v))
+            else {
                 continue;
             };
             let (x0, x1, y) = (x0 as u32, x1 as u32, y as u32);
@@ -351,7 +352,8 @@ impl Region {
                 }
                 let mut data = vec![false; width as usize * height as usize];
                 for part in parts {
-                    if part.len() < 6 || part.len() % 2 != 0 || part.iter().any(|v| !v.is_finite()) {
+                    if part.len() < 6 || part.len() % 2 != 0 || part.iter().any(|v| !v.is_finite())
+                    {
                         return Err(invalid(format!(
                             "a polygon needs an even number (≥ 6) of finite coordinates, got {}",
                             part.len()
@@ -443,6 +445,9 @@ mod tests {
     fn pil_nearest_resize() {
         let m = BinaryMask::new(2, 1, vec![true, false]).unwrap();
         let r = m.resize_nearest(4, 2);
-        assert_eq!(r.as_slice(), &[true, true, false, false, true, true, false, false]);
+        assert_eq!(
+            r.as_slice(),
+            &[true, true, false, false, true, true, false, false]
+        );
     }
 }

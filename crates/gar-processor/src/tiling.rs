@@ -142,7 +142,10 @@ mod tests {
         // The docstring example of `_find_supported_aspect_ratios` for num_tiles = 5.
         let g = supported_aspect_ratios(5);
         let keys: Vec<f64> = g.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, vec![0.2, 5.0, 0.25, 1.0, 4.0, 1.0 / 3.0, 3.0, 0.5, 2.0]);
+        assert_eq!(
+            keys,
+            vec![0.2, 5.0, 0.25, 1.0, 4.0, 1.0 / 3.0, 3.0, 0.5, 2.0]
+        );
         assert_eq!(g[3].1, vec![(2, 2), (1, 1)]);
     }
 

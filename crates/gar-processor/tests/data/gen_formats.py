@@ -68,10 +68,24 @@ files["lzw.tif"] = lambda p: rgb.save(p, compression="tiff_lzw")
 files["gray16.tif"] = lambda p: Image.fromarray((smooth(1)[:, :, 0].astype(np.uint16) * 2), "I;16").save(p)
 files["rgba.tif"] = lambda p: rgba.save(p)
 
+
+
+def exif_jpeg(p, orientation):
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    rgb.save(p, quality=90, exif=ex.tobytes())
+
+
+files["exif6.jpg"] = lambda p: exif_jpeg(p, 6)
+files["exif3.jpg"] = lambda p: exif_jpeg(p, 3)
+
 for name, make in files.items():
     path = os.path.join(OUT, name)
     make(path)
     im = Image.open(path)
     im.convert("RGB").save(path + ".rgb.png")
     Image.open(path).convert("L").save(path + ".l.png")
+    if name.startswith("exif"):
+        from PIL import ImageOps
+        ImageOps.exif_transpose(Image.open(path)).convert("RGB").save(path + ".oriented.png")
     print(f"{name:16s} {im.format:5s} {im.mode}")
