@@ -70,9 +70,7 @@ impl Failure {
             EngineError::Load(_)
             | EngineError::CheckpointFiles(_)
             | EngineError::Mismatch(_)
-            | EngineError::Resolve(_) => {
-                Kind::Checkpoint
-            }
+            | EngineError::Resolve(_) => Kind::Checkpoint,
             EngineError::Inference(_) | EngineError::Internal(_) => Kind::Runtime,
         }
     }

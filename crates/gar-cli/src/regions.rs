@@ -26,17 +26,14 @@ pub const REGION_FLAGS: &[&str] = &["mask", "rle", "polygon", "boxes"];
 pub fn regions_in_order(matches: &ArgMatches) -> Result<Vec<RegionSpec>> {
     let mut found: Vec<(usize, RegionSpec)> = Vec::new();
     for &flag in REGION_FLAGS {
-        let (Some(values), Some(indices)) = (
-            matches.get_raw(flag),
-            matches.indices_of(flag),
-        ) else {
+        let (Some(values), Some(indices)) = (matches.get_raw(flag), matches.indices_of(flag))
+        else {
             continue;
         };
         for (value, index) in values.zip(indices) {
             let value = value.to_string_lossy();
             let name = if flag == "boxes" { "box" } else { flag };
-            let spec = parse_region(flag, &value)
-                .with_context(|| format!("--{name} {value}"))?;
+            let spec = parse_region(flag, &value).with_context(|| format!("--{name} {value}"))?;
             found.push((index, spec));
         }
     }
@@ -58,7 +55,10 @@ fn parse_region(flag: &str, value: &str) -> Result<RegionSpec> {
 pub fn parse_box(value: &str) -> Result<[f64; 4]> {
     let numbers = parse_numbers(value, ',')?;
     let [x1, y1, x2, y2] = numbers[..] else {
-        bail!("a box needs four numbers x1,y1,x2,y2, got {}", numbers.len());
+        bail!(
+            "a box needs four numbers x1,y1,x2,y2, got {}",
+            numbers.len()
+        );
     };
     if x2 <= x1 || y2 <= y1 {
         bail!("a box needs x2 > x1 and y2 > y1");
@@ -92,7 +92,9 @@ fn parse_numbers(value: &str, sep: char) -> Result<Vec<f64>> {
         .split(sep)
         .map(|s| {
             let s = s.trim();
-            let n: f64 = s.parse().with_context(|| format!("'{s}' is not a number"))?;
+            let n: f64 = s
+                .parse()
+                .with_context(|| format!("'{s}' is not a number"))?;
             if !n.is_finite() {
                 bail!("'{s}' is not a finite number");
             }

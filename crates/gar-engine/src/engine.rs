@@ -174,7 +174,12 @@ pub struct Chat<'e> {
 
 impl<'e> Chat<'e> {
     /// A chat whose first user message is `request` (describe or ask).
-    pub fn new(engine: &'e Engine, image: RgbImage, regions: Vec<Region>, request: Request) -> Self {
+    pub fn new(
+        engine: &'e Engine,
+        image: RgbImage,
+        regions: Vec<Region>,
+        request: Request,
+    ) -> Self {
         Self {
             engine,
             image,
@@ -223,7 +228,10 @@ impl<'e> Chat<'e> {
         if self.encoded.is_none() {
             self.encoded = Some(encode(engine, &inputs)?);
         }
-        let encoded = self.encoded.as_ref().ok_or(EngineError::Internal("no image"))?;
+        let encoded = self
+            .encoded
+            .as_ref()
+            .ok_or(EngineError::Internal("no image"))?;
         timings.vision_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
@@ -262,7 +270,14 @@ impl<'e> Chat<'e> {
                 }
             }
         };
-        let out = gar_models::generate(model.llama(), &suffix, cache, &[], generation, &mut on_token)?;
+        let out = gar_models::generate(
+            model.llama(),
+            &suffix,
+            cache,
+            &[],
+            generation,
+            &mut on_token,
+        )?;
         if let Some(e) = stream_error {
             return Err(e.into());
         }
@@ -313,7 +328,11 @@ fn encode(engine: &Engine, inputs: &GarInputs) -> Result<EncodedImage, EngineErr
     let pixels = Tensor::from_slice(&inputs.pixel_values, (t, 3, ts, ts), device)?;
     let has_regions = !inputs.regions.is_empty() && model.config().gar.is_some();
     let labels = if has_regions {
-        Some(Tensor::from_slice(&inputs.mask_labels, (t, ts, ts), device)?)
+        Some(Tensor::from_slice(
+            &inputs.mask_labels,
+            (t, ts, ts),
+            device,
+        )?)
     } else {
         None
     };

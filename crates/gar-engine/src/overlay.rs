@@ -62,11 +62,7 @@ pub fn draw_overlay(image: &RgbImage, regions: &[OverlayRegion<'_>]) -> RgbImage
                     && inside(xi, yi - 1)
                     && inside(xi, yi + 1));
                 let px = out.get_pixel_mut(x, y);
-                *px = if edge {
-                    Rgb(color)
-                } else {
-                    blend(*px, color)
-                };
+                *px = if edge { Rgb(color) } else { blend(*px, color) };
             }
         }
         if let Some((x, y)) = first {

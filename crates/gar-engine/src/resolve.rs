@@ -60,7 +60,9 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
@@ -122,8 +124,8 @@ fn cached_snapshot(cache: &Path, id: &str, revision: &str) -> Option<PathBuf> {
         Err(_) => revision.to_string(),
     };
     let snapshot = repo.join("snapshots").join(commit);
-    let complete = METADATA_FILES.iter().all(|f| snapshot.join(f).is_file())
-        && weights_complete(&snapshot);
+    let complete =
+        METADATA_FILES.iter().all(|f| snapshot.join(f).is_file()) && weights_complete(&snapshot);
     complete.then_some(snapshot)
 }
 
@@ -239,7 +241,10 @@ mod tests {
         write(&snap.join("model-00001-of-00002.safetensors"), "");
         assert_eq!(cached_snapshot(&cache, "org/model", "main"), None);
         write(&snap.join("model-00002-of-00002.safetensors"), "");
-        assert_eq!(cached_snapshot(&cache, "org/model", "main"), Some(snap.clone()));
+        assert_eq!(
+            cached_snapshot(&cache, "org/model", "main"),
+            Some(snap.clone())
+        );
         assert_eq!(cached_snapshot(&cache, "org/model", "abc123"), Some(snap));
         std::fs::remove_dir_all(&cache).unwrap();
     }

@@ -30,7 +30,11 @@ pub struct AskArgs {
     #[arg(long)]
     pub overlay: Option<std::path::PathBuf>,
     /// The question, mentioning regions as <Prompt0>, <Prompt1>, …
-    #[arg(long = "question", value_name = "QUESTION", conflicts_with = "question_pos")]
+    #[arg(
+        long = "question",
+        value_name = "QUESTION",
+        conflicts_with = "question_pos"
+    )]
     pub question_flag: Option<String>,
     #[arg(value_name = "QUESTION")]
     pub question_pos: Option<String>,
@@ -57,11 +61,16 @@ pub fn question_text(args: &AskArgs) -> Result<String> {
     let Some(question) = args.question_flag.as_ref().or(args.question_pos.as_ref()) else {
         bail!(Failure::new(
             Kind::Input,
-            anyhow::anyhow!("ask needs a question mentioning the regions as <Prompt0>, <Prompt1>, …")
+            anyhow::anyhow!(
+                "ask needs a question mentioning the regions as <Prompt0>, <Prompt1>, …"
+            )
         ));
     };
     if args.choice.len() > 26 {
-        bail!(Failure::new(Kind::Input, anyhow::anyhow!("at most 26 --choice options")));
+        bail!(Failure::new(
+            Kind::Input,
+            anyhow::anyhow!("at most 26 --choice options")
+        ));
     }
     Ok(if args.choice.is_empty() {
         question.clone()
@@ -86,7 +95,13 @@ pub fn run(args: AskArgs, matches: &ArgMatches) -> Result<()> {
             std::ops::ControlFlow::Continue(())
         })
     } else {
-        engine.answer(&image, &regions, &request, &generation, &mut common::stdout_stream())
+        engine.answer(
+            &image,
+            &regions,
+            &request,
+            &generation,
+            &mut common::stdout_stream(),
+        )
     }
     .map_err(Failure::from_engine)?;
     if args.json {

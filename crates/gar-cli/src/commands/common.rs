@@ -264,7 +264,11 @@ pub fn stdout_stream() -> impl FnMut(&str) -> std::ops::ControlFlow<()> {
     |piece: &str| {
         let mut out = std::io::stdout().lock();
         // A closed pipe (e.g. `| head`) stops generation instead of panicking.
-        if out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(piece.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             return std::ops::ControlFlow::Break(());
         }
         std::ops::ControlFlow::Continue(())
@@ -295,8 +299,8 @@ pub fn write_overlay(path: &std::path::Path, image: &RgbImage, regions: &[Region
             prompt_index: i,
         })
         .collect();
-    let rgb = image::RgbImage::from_raw(w, h, image.as_raw().to_vec())
-        .context("image buffer size")?;
+    let rgb =
+        image::RgbImage::from_raw(w, h, image.as_raw().to_vec()).context("image buffer size")?;
     gar_engine::overlay::draw_overlay(&rgb, &overlay_regions)
         .save(path)
         .with_context(|| format!("writing overlay {}", path.display()))?;

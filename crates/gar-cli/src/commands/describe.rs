@@ -45,7 +45,9 @@ pub fn run(args: DescribeArgs, matches: &ArgMatches) -> Result<()> {
     if regions.is_empty() {
         bail!(Failure::new(
             Kind::Input,
-            anyhow::anyhow!("describe needs at least one region (--mask, --rle, --polygon or --box)")
+            anyhow::anyhow!(
+                "describe needs at least one region (--mask, --rle, --polygon or --box)"
+            )
         ));
     }
     if let Some(path) = &args.overlay {
@@ -61,9 +63,13 @@ pub fn run(args: DescribeArgs, matches: &ArgMatches) -> Result<()> {
             println!("[region {index}]");
         }
         let answer = if args.json {
-            engine.answer(&image, std::slice::from_ref(region), &request, &generation, &mut |_| {
-                std::ops::ControlFlow::Continue(())
-            })
+            engine.answer(
+                &image,
+                std::slice::from_ref(region),
+                &request,
+                &generation,
+                &mut |_| std::ops::ControlFlow::Continue(()),
+            )
         } else {
             engine.answer(
                 &image,

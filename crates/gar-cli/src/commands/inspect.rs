@@ -45,7 +45,10 @@ pub fn run(args: InspectArgs, matches: &ArgMatches) -> Result<()> {
     let mut request = match &args.question {
         Some(q) => Request::ask(q.clone()),
         None => Request::new(Prompt::Describe {
-            instruction: args.prompt.clone().unwrap_or_else(|| DEFAULT_INSTRUCTION.into()),
+            instruction: args
+                .prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_INSTRUCTION.into()),
             slot: args.slot,
         }),
     };
@@ -57,7 +60,12 @@ pub fn run(args: InspectArgs, matches: &ArgMatches) -> Result<()> {
     let dev = Device::Cpu;
     let (t, ts) = (inputs.num_tiles, inputs.tile_size);
     let ids: Vec<i64> = inputs.input_ids.iter().map(|&i| i as i64).collect();
-    let boxes: Vec<f32> = inputs.bboxes().iter().flatten().map(|&v| v as f32).collect();
+    let boxes: Vec<f32> = inputs
+        .bboxes()
+        .iter()
+        .flatten()
+        .map(|&v| v as f32)
+        .collect();
     let mut tensors = HashMap::new();
     tensors.insert(
         "pixel_values".to_string(),
@@ -67,7 +75,10 @@ pub fn run(args: InspectArgs, matches: &ArgMatches) -> Result<()> {
         "mask_labels".to_string(),
         Tensor::from_slice(&inputs.mask_labels, (t, ts, ts), &dev)?,
     );
-    tensors.insert("input_ids".to_string(), Tensor::from_vec(ids, inputs.input_ids.len(), &dev)?);
+    tensors.insert(
+        "input_ids".to_string(),
+        Tensor::from_vec(ids, inputs.input_ids.len(), &dev)?,
+    );
     let (ncw, nch) = inputs.aspect_ratio;
     tensors.insert(
         "aspect_ratio".to_string(),
