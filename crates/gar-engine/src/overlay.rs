@@ -128,11 +128,12 @@ mod tests {
 
     #[test]
     fn contour_is_solid_and_inside_is_tinted() {
-        let img = RgbImage::from_pixel(40, 40, Rgb([100, 100, 100]));
-        let mut mask = vec![false; 40 * 40];
-        for y in 20..30 {
-            for x in 20..30 {
-                mask[y * 40 + x] = true;
+        // The label box sits at the region's first pixel (20, 20); probe away from it.
+        let img = RgbImage::from_pixel(80, 80, Rgb([100, 100, 100]));
+        let mut mask = vec![false; 80 * 80];
+        for y in 20..60 {
+            for x in 20..60 {
+                mask[y * 80 + x] = true;
             }
         }
         let out = draw_overlay(
@@ -142,9 +143,9 @@ mod tests {
                 prompt_index: 1,
             }],
         );
-        assert_eq!(out.get_pixel(29, 25), &Rgb(PALETTE[1]));
-        assert_eq!(out.get_pixel(25, 29), &Rgb(PALETTE[1]));
-        let inside = out.get_pixel(27, 27);
+        assert_eq!(out.get_pixel(59, 45), &Rgb(PALETTE[1]));
+        assert_eq!(out.get_pixel(45, 59), &Rgb(PALETTE[1]));
+        let inside = out.get_pixel(45, 45);
         assert_ne!(inside, &Rgb([100, 100, 100]));
         assert_ne!(inside, &Rgb(PALETTE[1]));
         assert_eq!(out.get_pixel(5, 5), &Rgb([100, 100, 100]));
