@@ -38,7 +38,7 @@ impl Failure {
     }
 
     pub fn from_engine(error: EngineError) -> Self {
-        Self::new(Self::from_engine_ref(&error), error)
+        Self::new(Kind::of_engine(&error), error)
     }
 }
 
@@ -58,13 +58,14 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
         .or_else(|| {
             error
                 .downcast_ref::<EngineError>()
-                .map(|e| Failure::from_engine_ref(e).code())
+                .map(|e| Kind::of_engine(e).code())
         })
         .unwrap_or(1)
 }
 
-impl Failure {
-    fn from_engine_ref(error: &EngineError) -> Kind {
+impl Kind {
+    /// Whose problem an engine error is.
+    fn of_engine(error: &EngineError) -> Kind {
         match error {
             EngineError::Input(_) | EngineError::Usage(_) => Kind::Input,
             EngineError::Load(_)

@@ -9,12 +9,7 @@ use common::*;
 #[test]
 fn second_turn_reuses_the_cache_and_matches_the_reference() {
     let Some(data) = shared_data() else { return };
-    let mut cases: Vec<_> = std::fs::read_dir(fixtures().join("chat"))
-        .expect("fixtures/chat")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.join("meta.json").is_file())
-        .collect();
-    cases.sort();
+    let cases = fixture_cases("chat");
     assert!(!cases.is_empty(), "no chat fixtures");
     for case in cases {
         let meta = read_meta(&case);

@@ -47,12 +47,7 @@ fn case_args(meta: &serde_json::Value, data: &std::path::Path) -> Vec<String> {
 #[test]
 fn cli_generates_the_reference_tokens_on_every_model_case() {
     let Some(data) = shared_data() else { return };
-    let mut cases: Vec<_> = std::fs::read_dir(fixtures().join("model"))
-        .expect("fixtures/model")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.join("meta.json").is_file())
-        .collect();
-    cases.sort();
+    let cases = fixture_cases("model");
     assert!(
         cases.len() >= 4,
         "expected the model parity cases, found {}",

@@ -26,6 +26,17 @@ pub fn fixtures() -> PathBuf {
     workspace_root().join("fixtures")
 }
 
+/// The case folders (those with a meta.json) of `fixtures/<sub>`, sorted.
+pub fn fixture_cases(sub: &str) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join(sub))
+        .unwrap_or_else(|e| panic!("fixtures/{sub}: {e}"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("meta.json").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
 pub fn gar(args: &[String]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gar"))
         .args(args)
