@@ -36,6 +36,8 @@ enum Command {
     Eval(commands::eval::EvalCommand),
     /// Measure end-to-end speed on synthetic inputs (docs/performance.md).
     Bench(commands::bench::BenchArgs),
+    /// Fine-tune GAR (`--config train.toml`), or compute one sample's loss and gradients (`loss`).
+    Train(commands::train::TrainArgs),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
         Command::Serve(args) => commands::serve::run(args),
         Command::Eval(cmd) => commands::eval::run(cmd),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Train(args) => commands::train::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", exit::one_line(&err));

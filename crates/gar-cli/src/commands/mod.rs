@@ -9,3 +9,4 @@ pub mod eval;
 pub mod inspect;
 pub mod segment;
 pub mod serve;
+pub mod train;
