@@ -4,3 +4,5 @@
 //! `[[crop K]]` markers plus the mask of each `<PromptK>`). Data reading, augmentation, the optimiser and
 //! the training loop produce and consume it; sample encoding, the training forward and the loss turn it
 //! into a loss and gradients.
+
+pub mod conversation;
