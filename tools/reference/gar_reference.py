@@ -118,6 +118,7 @@ class GARReference:
     def replay_one(self, fmap: torch.Tensor, bbox, ncw: int, nch: int):
         """roi_align crop with the reference's DOUBLE spatial scaling → [256, H] and the roi used."""
         roi, ss = self.replay_rois(bbox, ncw, nch)
+        roi = roi.to(fmap.device)
         out = roi_align(fmap.float(), roi, output_size=(16, 16), spatial_scale=ss, sampling_ratio=2, aligned=True)
         H = out.shape[1]
         return out[0].permute(1, 2, 0).reshape(256, H), roi[0]

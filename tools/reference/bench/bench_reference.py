@@ -73,8 +73,8 @@ def peak_rss_mib():
 
 
 class Bench:
-    def __init__(self, ref, tiles, prompt_tokens, dtype):
-        self.ref, self.dtype = ref, dtype
+    def __init__(self, ref, tiles, prompt_tokens, dtype, device):
+        self.ref, self.dtype, self.device = ref, dtype, device
         self.grid = grid_for_tiles(tiles)
         ncw, nch = self.grid
         self.M = ncw * nch
@@ -104,13 +104,21 @@ class Bench:
     def length(self, k):
         return int(self.encode(k)["input_ids"].shape[1])
 
+    def sync(self):
+        # GPU work is asynchronous: a stage ends when its kernels have finished.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
     def run(self, new_tokens):
-        ref, dt = self.ref, self.dtype
+        ref, dt, dev = self.ref, self.dtype, self.device
+        self.sync()
         t0 = time.perf_counter()
         enc = self.encode(self.k)
         labels, grid = process_label_map(ref.image_processor, build_label_map({0: self.mask}, *self.mask.shape, ref.prompt_numbers), self.M)
         bbox = mask_bbox(self.mask)
-        pv, ids = enc["pixel_values"][0].to(dt), enc["input_ids"][0].to(torch.int64)
+        pv, ids = enc["pixel_values"][0].to(dev, dt), enc["input_ids"][0].to(dev, torch.int64)
+        labels = labels.to(dev)
+        self.sync()
         t1 = time.perf_counter()
         with torch.inference_mode():
             T = pv.shape[0]
@@ -122,6 +130,7 @@ class Bench:
             image_features = ref.mllm.model.multi_modal_projector(feats)
             fmap = ref.merge_tiles(image_features, *self.grid)
             rep, _ = ref.replay_one(fmap, bbox, *self.grid)
+            self.sync()
             t2 = time.perf_counter()
             emb = ref.build_inputs_embeds(ids, image_features, {ref.crop_tokens_ids[0]: rep})
             out = ref.mllm(inputs_embeds=emb[None], use_cache=True, logits_to_keep=1)
@@ -129,7 +138,8 @@ class Bench:
             t3 = time.perf_counter()
             past, toks = out.past_key_values, [tok]
             for _ in range(new_tokens - 1):
-                out = ref.mllm(inputs_embeds=ref.embed(torch.tensor([[tok]])), past_key_values=past, use_cache=True)
+                step = ref.embed(torch.tensor([[tok]], device=dev))
+                out = ref.mllm(inputs_embeds=step, past_key_values=past, use_cache=True)
                 past, tok = out.past_key_values, int(torch.argmax(out.logits[0, -1]))
                 toks.append(tok)
             t4 = time.perf_counter()
@@ -147,6 +157,7 @@ def main():
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--gqa-fix", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="accepted for symmetry; JSON is always the last line")
     a = ap.parse_args()
@@ -164,16 +175,17 @@ def main():
     dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     t = time.perf_counter()
     ref = GARReference(a.model)
-    ref.mllm.to(dt)
-    ref.mask_patch_embedding.to(dt)
+    device = torch.device(a.device)
+    ref.mllm.to(device, dt)
+    ref.mask_patch_embedding.to(device, dt)
     load_s = time.perf_counter() - t
-    bench = Bench(ref, a.tiles, a.prompt_tokens, dt)
+    bench = Bench(ref, a.tiles, a.prompt_tokens, dt, device)
     runs = [bench.run(a.new_tokens) for _ in range(a.repeat)]
     best = {k: min(r[k] for r in runs) for k in runs[0]}
     L = bench.prompt_tokens
     res = dict(
         engine="pytorch-gqa-fix" if a.gqa_fix else "pytorch",
-        model=str(a.model), dtype=a.dtype, threads=torch.get_num_threads(), tiles=a.tiles, grid=list(bench.grid),
+        model=str(a.model), dtype=a.dtype, device=a.device, threads=torch.get_num_threads(), tiles=a.tiles, grid=list(bench.grid),
         image_size=list(bench.img.size), prompt_tokens_requested=a.prompt_tokens, prompt_tokens=L,
         filler_count=bench.k, new_tokens=a.new_tokens, repeat=a.repeat, load_s=load_s,
         attn_implementation=ref.mllm.config._attn_implementation, **best,
@@ -181,6 +193,7 @@ def main():
         prefill_tokens_per_s=L / best["prefill_s"],
         decode_tokens_per_s=(a.new_tokens - 1) / best["decode_s"],
         end_to_end_runs_s=[r["end_to_end_s"] for r in runs], peak_rss_mib=peak_rss_mib(),
+        peak_gpu_mib=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
         versions=dict(torch=torch.__version__, transformers=__import__("transformers").__version__),
     )
     print(json.dumps(res, sort_keys=True))

@@ -73,6 +73,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "engine": "gar",
         "model": args.model.model,
         "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
+        "device": args.model.device,
         "threads": threads,
         "tiles": args.tiles,
         "grid": [inputs.grid.0, inputs.grid.1],

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
+use candle_core::{DType, Device};
 use clap::{ArgMatches, Args, ValueEnum};
 use gar_engine::{Answer, Engine, EngineOptions};
 use gar_models::{GarQuirks, GenerationConfig, SamplingConfig};
@@ -30,6 +30,32 @@ pub struct ModelArgs {
     /// CPU threads for the tensor kernels (default: all cores).
     #[arg(long, env = "GAR_THREADS")]
     pub threads: Option<usize>,
+    /// Where the model runs: `cpu`, or `cuda` / `cuda:N` in builds with the `cuda` feature.
+    #[arg(long, env = "GAR_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+/// The `--device` flag as a candle device; a CUDA request in a CPU-only build is a clear error.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim();
+    if spec.eq_ignore_ascii_case("cpu") {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match spec.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => bail!("--device {spec:?}: expected cpu, cuda or cuda:N"),
+        },
+        None => bail!("--device {spec:?}: expected cpu, cuda or cuda:N"),
+    };
+    if !candle_core::utils::cuda_is_available() {
+        bail!(
+            "--device {spec}: this gar was built without CUDA support \
+             (build it with `--features cuda`, see scripts/build-cuda.sh)"
+        );
+    }
+    Device::new_cuda(ordinal).with_context(|| format!("--device {spec}: cannot open the GPU"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +170,10 @@ pub fn load_engine(model: &ModelArgs, process: &ProcessArgs) -> Result<Engine> {
     configure_threads(model);
     let dir = gar_engine::resolve_model(&model.model, &model.revision)
         .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
+    let device = parse_device(&model.device).map_err(|e| Failure::new(Kind::Input, e))?;
     let options = EngineOptions {
         dtype: model.dtype.into(),
+        device,
         quirks: GarQuirks {
             roi_double_scale: !process.fix_roi_scale,
         },

@@ -82,6 +82,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_dir,
         engine: EngineOptions {
             dtype: args.model.dtype.into(),
+            device: common::parse_device(&args.model.device)
+                .map_err(|e| Failure::new(Kind::Input, e))?,
             quirks: GarQuirks {
                 roi_double_scale: !args.process.fix_roi_scale,
             },
