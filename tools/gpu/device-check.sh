@@ -37,23 +37,27 @@ if [ -n "${WHL:-}" ] && [ -d "$WHL" ]; then
 fi
 
 step "parity: model cases, cuda f32 (must equal the reference tokens)"
-timeout 150 python3 tools/gpu/model_cases.py "$GAR" "$DATA" --device cuda --dtype f32 --json "$OUT/parity_f32.json" \
-  2>&1 | tee -a "$LOG"
-step "parity: model cases, cuda bf16 (agreement reported)"
-timeout 120 python3 tools/gpu/model_cases.py "$GAR" "$DATA" --device cuda --dtype bf16 --json "$OUT/parity_bf16.json" \
+timeout 120 python3 tools/gpu/model_cases.py "$GAR" "$DATA" --device cuda --dtype f32 --json "$OUT/parity_f32.json" \
   2>&1 | tee -a "$LOG"
 
 step "GAR-1B-shaped random checkpoint"
 CK=/tmp/gar1b-bench
-timeout 240 python3 tools/reference/bench/make_gar1b_checkpoint.py "$CK" 2>&1 | tail -3 | tee -a "$LOG"
+timeout 200 python3 tools/reference/bench/make_gar1b_checkpoint.py "$CK" 2>&1 | tail -3 | tee -a "$LOG"
 
 SHAPE=(--tiles 17 --prompt-tokens 4608 --new-tokens 100)
-for dt in bf16 f32; do
-  step "gar bench cuda $dt ${SHAPE[*]}"
-  timeout 150 "$GAR" bench --model "$CK" --device cuda --dtype "$dt" "${SHAPE[@]}" --repeat 2 --json \
+bench_pair() {
+  step "gar bench cuda $1 ${SHAPE[*]}"
+  timeout 120 "$GAR" bench --model "$CK" --device cuda --dtype "$1" "${SHAPE[@]}" --repeat 2 --json \
     2>>"$LOG" | tail -1 | tee -a "$OUT/bench.jsonl" | tee -a "$LOG"
-  step "pytorch cuda $dt ${SHAPE[*]}"
-  timeout 150 python3 tools/reference/bench/bench_reference.py --model "$CK" --device cuda --dtype "$dt" \
+  step "pytorch cuda $1 ${SHAPE[*]}"
+  timeout 120 python3 tools/reference/bench/bench_reference.py --model "$CK" --device cuda --dtype "$1" \
     "${SHAPE[@]}" --repeat 2 2>>"$LOG" | tail -1 | tee -a "$OUT/bench.jsonl" | tee -a "$LOG"
-done
+}
+bench_pair bf16
+
+step "parity: model cases, cuda bf16 (agreement reported)"
+timeout 90 python3 tools/gpu/model_cases.py "$GAR" "$DATA" --device cuda --dtype bf16 --json "$OUT/parity_bf16.json" \
+  2>&1 | tee -a "$LOG"
+
+bench_pair f32
 step "done"
