@@ -7,6 +7,14 @@ mod common;
 pub mod describe;
 pub mod eval;
 pub mod inspect;
+mod sam_regions;
 pub mod segment;
 pub mod serve;
 pub mod train;
+
+/// A bare command with only the region flags, for unit tests of their grouping.
+#[cfg(test)]
+pub fn common_region_args_for_tests() -> clap::Command {
+    use clap::Args;
+    common::RegionArgs::augment_args(clap::Command::new("t"))
+}
