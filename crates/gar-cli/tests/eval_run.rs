@@ -301,7 +301,7 @@ pub struct Server {
 impl Server {
     pub fn start(model: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gar"))
-            .args(["serve", "--model", model, "--port", "0"])
+            .args(["serve", "--model", model, "--port", "0", "--max-tiles", "1"])
             .env("HF_HUB_OFFLINE", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -344,5 +344,94 @@ fn endpoint_run_gives_the_in_process_predictions() {
         assert_same_files(&local, &remote, &["items.jsonl", "predictions.json"]);
         let _ = std::fs::remove_dir_all(local);
         let _ = std::fs::remove_dir_all(remote);
+    }
+}
+
+fn judge_args(preds: &Path, data: &Path, url: &str, out: &Path) -> Vec<String> {
+    vec![
+        s("eval"),
+        s("judge"),
+        s("--bench"),
+        s("ferret-bench"),
+        s("--predictions"),
+        preds.display().to_string(),
+        s("--root"),
+        data.display().to_string(),
+        s("--judge-url"),
+        url.to_string(),
+        s("--judge-model"),
+        s("tiny-pe-l"),
+        s("--with-image"),
+        s("--max-tokens"),
+        s("6"),
+        s("--concurrency"),
+        s("2"),
+        s("--out"),
+        out.display().to_string(),
+        s("--json"),
+    ]
+}
+
+#[test]
+fn judge_client_against_gar_serve_caches_every_reply() {
+    let Some(data) = shared_data() else { return };
+    let run = tmp("judge-run");
+    ok(&gar(&run_args("ferret-bench", &data, 2, &run)));
+    let preds = run.join("predictions.json");
+    let server = Server::start(&model());
+    let url = format!("{}/v1", server.url);
+    let out = tmp("judge-out");
+    let first = ok(&gar(&judge_args(&preds, &data, &url, &out)));
+    assert_eq!(
+        (first["requests"].as_u64(), first["cache_hits"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // Every reply went through the reference parser (the tiny judge's words are no "g m" scores).
+    assert_eq!(first["result"]["reviews"], 2);
+    assert_eq!(first["parse_failures"], 2);
+    let cache = std::fs::read_to_string(out.join("judge_cache.jsonl")).unwrap();
+    assert_eq!(cache.lines().count(), 2);
+    let reviews = std::fs::read_to_string(out.join("review_refer_desc.jsonl")).unwrap();
+    assert_eq!(reviews.lines().count(), 2);
+    // The review file is what `gar eval replay` scores.
+    let replayed = ok(&gar(&[
+        s("eval"),
+        s("replay"),
+        s("--bench"),
+        s("ferret-bench"),
+        s("--cache"),
+        out.join("review_refer_desc.jsonl").display().to_string(),
+        s("--json"),
+    ]));
+    assert_eq!(replayed["score"], first["score"]);
+
+    // Second run: no request at all, even with the server gone.
+    drop(server);
+    let second = ok(&gar(&judge_args(&preds, &data, &url, &out)));
+    assert_eq!(
+        (second["requests"].as_u64(), second["cache_hits"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("review_refer_desc.jsonl")).unwrap(),
+        reviews
+    );
+
+    // With the cache elsewhere and nobody listening: retried with backoff, then a clear error.
+    let mut args = judge_args(&preds, &data, &url, &out);
+    args.extend([
+        s("--cache"),
+        out.join("other_cache.jsonl").display().to_string(),
+        s("--retries"),
+        s("2"),
+        s("--backoff-ms"),
+        s("10"),
+    ]);
+    let res = gar(&args);
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("gave up after 3 tries"), "{err}");
+    for d in [run, out] {
+        let _ = std::fs::remove_dir_all(d);
     }
 }

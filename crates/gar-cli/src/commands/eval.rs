@@ -26,6 +26,8 @@ pub enum EvalCommand {
     Run(super::eval_run::RunArgs),
     /// Combine the shard folders of a `gar eval run --shard i/n` into one run.
     Merge(super::eval_run::MergeArgs),
+    /// Send a run's predictions to an OpenAI-compatible LLM judge (cached) and score them.
+    Judge(super::eval_judge::JudgeArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +86,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Replay(a) => replay(a),
         EvalCommand::Run(a) => super::eval_run::run(a),
         EvalCommand::Merge(a) => super::eval_run::merge(a),
+        EvalCommand::Judge(a) => super::eval_judge::run(a),
     };
     result.map_err(exit_kind)
 }

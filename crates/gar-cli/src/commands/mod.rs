@@ -6,6 +6,7 @@ pub mod chat;
 mod common;
 pub mod describe;
 pub mod eval;
+mod eval_judge;
 mod eval_run;
 pub mod inspect;
 mod sam_regions;

@@ -1,0 +1,261 @@
+//! `gar eval judge`: sends a run's predictions to an OpenAI-compatible LLM judge with the
+//! reference prompts, caches the replies, writes the judged file in the reference's format and
+//! scores it with the same code as `gar eval replay`. User documentation: docs/eval.md.
+//!
+//! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
+//! the question's image, for vision judges such as `gar serve`, which needs one image per chat).
+
+mod client;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use clap::Args;
+use gar_eval::ferret::{self, ModelOutput};
+use gar_eval::judge::{JudgeRequest, Part};
+use serde_json::{json, Value};
+
+use super::eval::Benchmark;
+use crate::exit::{Failure, Kind};
+
+#[derive(Args)]
+pub struct JudgeArgs {
+    #[arg(long, value_enum)]
+    bench: Benchmark,
+    /// The run's predictions.json (reference format, as `gar eval run` writes it).
+    #[arg(long, value_name = "FILE")]
+    predictions: PathBuf,
+    /// Benchmark root (for the judge's reference answers, rules and images).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1.
+    #[arg(long, value_name = "URL")]
+    judge_url: String,
+    /// The judge model's name on that API.
+    #[arg(long, value_name = "NAME")]
+    judge_model: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Retries per request on 429 / 5xx / connection errors (exponential backoff).
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// First backoff delay in milliseconds (doubled after each retry).
+    #[arg(long, default_value_t = 1000)]
+    backoff_ms: u64,
+    /// Override the reference's max_tokens of every judge request.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Ferret-Bench: attach the question's image to the (text-only) review request.
+    #[arg(long)]
+    with_image: bool,
+    /// Output folder: judge_cache.jsonl (reply cache), the judged file, summary.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Reply cache (default: <out>/judge_cache.jsonl); share it between runs to never pay twice.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// Print a JSON summary as the last stdout line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn input(e: anyhow::Error) -> anyhow::Error {
+    Failure::new(Kind::Input, e).into()
+}
+
+pub fn run(a: JudgeArgs) -> Result<()> {
+    if a.bench != Benchmark::FerretBench {
+        bail!(input(anyhow!(
+            "gar eval judge supports ferret-bench so far; the other benchmarks' judged files can be \
+             scored with `gar eval replay` (see docs/eval.md)"
+        )));
+    }
+    let key = ["GAR_JUDGE_API_KEY", "OPENAI_API_KEY"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let config = client::JudgeConfig {
+        url: a.judge_url.clone(),
+        model: a.judge_model.clone(),
+        key,
+        concurrency: a.concurrency,
+        retries: a.retries,
+        backoff: Duration::from_millis(a.backoff_ms),
+        cache: a
+            .cache
+            .clone()
+            .unwrap_or_else(|| a.out.join("judge_cache.jsonl")),
+    };
+    let jobs = ferret_jobs(&a)?;
+    let bodies: Vec<Value> = jobs
+        .iter()
+        .map(|j| chat_body(&j.request, j.image.as_deref(), a.max_tokens))
+        .collect::<Result<_>>()?;
+    let (replies, stats) = client::ask_all(&config, &bodies, a.json)?;
+
+    // The reference's review file, then the reference's scoring of it (`gar eval replay`).
+    let reviews = a.out.join("review_refer_desc.jsonl");
+    let mut text = String::new();
+    for (n, (job, reply)) in jobs.iter().zip(&replies).enumerate() {
+        let tuple = ferret::parse_score(reply).map_or(json!([-1.0, -1.0]), |(g, m)| json!([g, m]));
+        let line = json!({
+            "id": (n + 1).to_string(),
+            "question_id": job.question_id,
+            "category": job.category,
+            "content": reply,
+            "tuple": tuple,
+            "answer1": job.answer1,
+            "answer2": job.answer2,
+        });
+        text.push_str(&serde_json::to_string(&line)?);
+        text.push('\n');
+    }
+    std::fs::write(&reviews, text)
+        .with_context(|| format!("cannot write {}", reviews.display()))?;
+    let scored = ferret::replay(&reviews)?;
+    let summary = json!({
+        "bench": "ferret-bench",
+        "judged": jobs.len(),
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "reviews": reviews,
+        "score": scored.score,
+        "parse_failures": scored.parse_failures,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "ferret-bench: {} reviews ({} requests, {} from the cache), score {} ({} unparsable) → {}",
+            jobs.len(),
+            stats.requests,
+            stats.cache_hits,
+            scored.score,
+            scored.parse_failures,
+            reviews.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// One judge call with what the review file records about it.
+struct Job {
+    request: JudgeRequest,
+    image: Option<PathBuf>,
+    question_id: Value,
+    category: String,
+    answer1: String,
+    answer2: String,
+}
+
+/// Ferret-Bench: each prediction is matched to its question by image and box (a run may hold
+/// any subset of the 40 questions), then reviewed against GPT-4's answer with the category's rule.
+fn ferret_jobs(a: &JudgeArgs) -> Result<Vec<Job>> {
+    let base = a.root.join("evaluation/Ferret-Bench");
+    let preds: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(&a.predictions)
+            .with_context(|| format!("cannot read {}", a.predictions.display()))?,
+    )
+    .map_err(|e| input(anyhow!("{}: {e}", a.predictions.display())))?;
+    let boxes: Vec<ferret::BoxReferItem> =
+        gar_eval::io::read_list(&base.join("annotations/box_refer_caption.json"))?;
+    let dir = base.join("ferret_gpt4_data");
+    let questions = ferret::read_text_records(&dir.join("refer_desc/question.jsonl"))?;
+    let contexts = ferret::read_text_records(&dir.join("refer_desc/context.jsonl"))?;
+    let answers = ferret::read_text_records(&dir.join("refer_desc/answer.jsonl"))?;
+    let rules = ferret::read_rules(&dir.join("rule.json"))?;
+    let mut jobs = Vec::with_capacity(preds.len());
+    for (n, p) in preds.iter().enumerate() {
+        let out: ModelOutput = serde_json::from_value(p.clone())
+            .map_err(|e| input(anyhow!("{} item {n}: {e}", a.predictions.display())))?;
+        let bbox = p
+            .pointer("/annotation/bbox")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let i = boxes
+            .iter()
+            .position(|b| out.image_path.ends_with(&b.image) && json!(b.annotation.bbox) == bbox)
+            .ok_or_else(|| {
+                input(anyhow!(
+                    "{} item {n}: no Ferret-Bench question has this image and box",
+                    a.predictions.display()
+                ))
+            })?;
+        let (q, c, ans) = (&questions[i], &contexts[i], &answers[i]);
+        let category = q.category.clone().unwrap_or_else(|| "refer_desc".into());
+        let rule = rules
+            .get(&category)
+            .ok_or_else(|| anyhow!("rule.json has no rule for {category}"))?;
+        let request = gar_eval::prompts::ferret_request(
+            &c.text,
+            &q.text,
+            &ans.text,
+            &out.caption,
+            &category,
+            rule,
+        );
+        jobs.push(Job {
+            image: a
+                .with_image
+                .then(|| base.join("annotations/coco/val2017").join(&boxes[i].image)),
+            question_id: q.question_id.clone(),
+            answer2: ferret::postprocess_answer(&out.caption, &category),
+            answer1: ans.text.clone(),
+            category,
+            request,
+        });
+    }
+    Ok(jobs)
+}
+
+/// The OpenAI chat body of a judge request (`model` is set by the client). Text parts are sent
+/// as they are; `image` (if any) goes first in the user message.
+fn chat_body(r: &JudgeRequest, image: Option<&Path>, max_tokens: Option<u32>) -> Result<Value> {
+    let mut content: Vec<Value> = Vec::new();
+    if let Some(path) = image {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mime = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let url = format!(
+            "data:{mime};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        content.push(json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    for part in &r.user {
+        match part {
+            Part::Text { text } => content.push(json!({"type": "text", "text": text})),
+            Part::Image { image } => bail!("rendering judge image {image:?} is not implemented"),
+        }
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = &r.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": content}));
+    Ok(json!({
+        "messages": messages,
+        "temperature": r.temperature,
+        "max_tokens": max_tokens.unwrap_or(r.max_tokens),
+    }))
+}
