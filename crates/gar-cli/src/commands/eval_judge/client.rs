@@ -40,6 +40,9 @@ pub struct Stats {
     pub retries: usize,
 }
 
+/// A reply's text and how many failed tries it took.
+type Reply = (String, usize);
+
 #[derive(Serialize, Deserialize)]
 struct CacheLine {
     key: String,
@@ -109,7 +112,7 @@ pub fn ask_all(
         .timeout(Duration::from_secs(600))
         .build();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<(String, usize)>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<Reply>)>> = Mutex::new(Vec::new());
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
