@@ -435,3 +435,49 @@ fn judge_client_against_gar_serve_caches_every_reply() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// The DLC-Bench Llama judge builds byte-exact reference prompts: importing the published judge
+/// run (replies matched by prompt text) leaves nothing to ask — the URL is a closed port, so one
+/// unmatched prompt would fail the run — and the score is the published one.
+#[test]
+fn dlc_judge_prompts_match_the_published_run_and_score_0_679() {
+    let Some(data) = shared_data() else { return };
+    let outputs = data.join("evaluation/DLC-Bench/model_outputs");
+    let out = tmp("dlc-judge");
+    let summary = ok(&gar(&[
+        s("eval"),
+        s("judge"),
+        s("--bench"),
+        s("dlc-bench"),
+        s("--predictions"),
+        outputs.join("gar_1b.json").display().to_string(),
+        s("--root"),
+        data.display().to_string(),
+        s("--import"),
+        outputs.join("gar_1b_eval.json").display().to_string(),
+        s("--judge-url"),
+        s("http://127.0.0.1:1/v1"),
+        s("--judge-model"),
+        s("llama3.1-8b"),
+        s("--retries"),
+        s("0"),
+        s("--out"),
+        out.display().to_string(),
+        s("--json"),
+    ]));
+    assert_eq!(summary["requests"], 0);
+    assert_eq!(summary["imported"], summary["questions"]);
+    assert_eq!(summary["avg"], 0.679);
+    // The judged file is in the reference format: `gar eval replay` scores it the same.
+    let replayed = ok(&gar(&[
+        s("eval"),
+        s("replay"),
+        s("--bench"),
+        s("dlc-bench"),
+        s("--cache"),
+        out.join("dlc_eval.json").display().to_string(),
+        s("--json"),
+    ]));
+    assert_eq!(replayed["avg"], 0.679);
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -3,9 +3,12 @@
 //! scores it with the same code as `gar eval replay`. User documentation: docs/eval.md.
 //!
 //! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
-//! the question's image, for vision judges such as `gar serve`, which needs one image per chat).
+//! the question's image, for vision judges such as `gar serve`, which needs one image per chat)
+//! and DLC-Bench with the text-only Llama protocol. Not yet: the judges that look at rendered
+//! crops (GAR-Bench captions, DLC-Bench GPT protocol, MDVP painted boxes).
 
 mod client;
+mod dlc;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,10 @@ pub struct JudgeArgs {
     /// Output folder: judge_cache.jsonl (reply cache), the judged file, summary.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// DLC-Bench: reuse the replies of an earlier judge run in the reference format
+    /// (`gar_*_eval.json`), matched by prompt text; only prompts not found there are sent.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
     /// Reply cache (default: <out>/judge_cache.jsonl); share it between runs to never pay twice.
     #[arg(long, value_name = "FILE")]
     cache: Option<PathBuf>,
@@ -68,10 +75,10 @@ fn input(e: anyhow::Error) -> anyhow::Error {
 }
 
 pub fn run(a: JudgeArgs) -> Result<()> {
-    if a.bench != Benchmark::FerretBench {
+    if !matches!(a.bench, Benchmark::FerretBench | Benchmark::DlcBench) {
         bail!(input(anyhow!(
-            "gar eval judge supports ferret-bench so far; the other benchmarks' judged files can be \
-             scored with `gar eval replay` (see docs/eval.md)"
+            "gar eval judge supports ferret-bench and dlc-bench (Llama protocol) so far; judged \
+             files of the other benchmarks can be scored with `gar eval replay` (see docs/eval.md)"
         )));
     }
     let key = ["GAR_JUDGE_API_KEY", "OPENAI_API_KEY"]
@@ -91,6 +98,9 @@ pub fn run(a: JudgeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| a.out.join("judge_cache.jsonl")),
     };
+    if a.bench == Benchmark::DlcBench {
+        return judge_dlc(&a, &config);
+    }
     let jobs = ferret_jobs(&a)?;
     let bodies: Vec<Value> = jobs
         .iter()
@@ -146,6 +156,80 @@ pub fn run(a: JudgeArgs) -> Result<()> {
             scored.score,
             scored.parse_failures,
             reviews.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
+    let inputs = dlc::inputs(&a.predictions, &a.root).map_err(input)?;
+    let imported = a
+        .import
+        .as_deref()
+        .map(dlc::import)
+        .transpose()
+        .map_err(input)?;
+    let mut replies: Vec<Vec<Option<String>>> = Vec::new();
+    let mut pending: Vec<(usize, usize)> = Vec::new();
+    let mut bodies = Vec::new();
+    for (o, object) in inputs.objects.iter().enumerate() {
+        let mut row = Vec::new();
+        for (q, request) in object.requests.iter().enumerate() {
+            let known = imported
+                .as_ref()
+                .and_then(|m| m.get(&request.user_text()).cloned());
+            if known.is_none() {
+                pending.push((o, q));
+                bodies.push(chat_body(request, None, a.max_tokens)?);
+            }
+            row.push(known);
+        }
+        replies.push(row);
+    }
+    let imported_count = replies.iter().flatten().filter(|r| r.is_some()).count();
+    let (answers, stats) = client::ask_all(config, &bodies, a.json)?;
+    for ((o, q), reply) in pending.into_iter().zip(answers) {
+        replies[o][q] = Some(reply);
+    }
+    let replies: Vec<Vec<String>> = replies
+        .into_iter()
+        .map(|row| row.into_iter().map(Option::unwrap_or_default).collect())
+        .collect();
+    let (path, scored) = dlc::judged(&inputs, &replies, &a.out)?;
+    let summary = json!({
+        "bench": "dlc-bench",
+        "protocol": "llama",
+        "objects": inputs.objects.len(),
+        "questions": replies.iter().map(Vec::len).sum::<usize>(),
+        "imported": imported_count,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "judged": path,
+        "pos": scored.pos,
+        "neg": scored.neg,
+        "avg": scored.avg,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "dlc-bench (Llama protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
+            inputs.objects.len(),
+            scored.pos,
+            scored.neg,
+            scored.avg,
+            stats.requests,
+            stats.cache_hits,
+            imported_count,
+            path.display()
         )?;
     }
     Ok(())
