@@ -481,3 +481,46 @@ fn dlc_judge_prompts_match_the_published_run_and_score_0_679() {
     assert_eq!(replayed["avg"], 0.679);
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// Ferret-Bench through the judge path: the published GAR-8B captions matched to their questions
+/// by image and box, the published reviews imported (same question, same stripped answer), no
+/// request left, and the published 64.8.
+#[test]
+fn ferret_judge_with_imported_reviews_scores_64_8() {
+    let Some(data) = shared_data() else { return };
+    let ferret = data.join("evaluation/Ferret-Bench");
+    let out = tmp("ferret-judge");
+    let summary = ok(&gar(&[
+        s("eval"),
+        s("judge"),
+        s("--bench"),
+        s("ferret-bench"),
+        s("--predictions"),
+        ferret
+            .join("model_outputs/gar_8b.json")
+            .display()
+            .to_string(),
+        s("--root"),
+        data.display().to_string(),
+        s("--import"),
+        ferret
+            .join("gpt4_result/gar_8b/review_refer_desc.jsonl")
+            .display()
+            .to_string(),
+        s("--judge-url"),
+        s("http://127.0.0.1:1/v1"),
+        s("--judge-model"),
+        s("gpt-4o"),
+        s("--retries"),
+        s("0"),
+        s("--out"),
+        out.display().to_string(),
+        s("--json"),
+    ]));
+    assert_eq!(
+        (summary["requests"].as_u64(), summary["imported"].as_u64()),
+        (Some(0), Some(40))
+    );
+    assert_eq!(summary["score"], 64.8);
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -58,8 +58,9 @@ pub struct JudgeArgs {
     /// Output folder: judge_cache.jsonl (reply cache), the judged file, summary.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// DLC-Bench: reuse the replies of an earlier judge run in the reference format
-    /// (`gar_*_eval.json`), matched by prompt text; only prompts not found there are sent.
+    /// Reuse the replies of an earlier judge run in the reference format: DLC-Bench
+    /// `gar_*_eval.json` (matched by prompt text), Ferret-Bench `review_refer_desc.jsonl`
+    /// (matched by question and reviewed answer). Only what is not found there is sent.
     #[arg(long, value_name = "FILE")]
     import: Option<PathBuf>,
     /// Reply cache (default: <out>/judge_cache.jsonl); share it between runs to never pay twice.
@@ -102,11 +103,30 @@ pub fn run(a: JudgeArgs) -> Result<()> {
         return judge_dlc(&a, &config);
     }
     let jobs = ferret_jobs(&a)?;
-    let bodies: Vec<Value> = jobs
+    let imported = a
+        .import
+        .as_deref()
+        .map(ferret_import)
+        .transpose()
+        .map_err(input)?;
+    let mut replies: Vec<Option<String>> = jobs
         .iter()
-        .map(|j| chat_body(&j.request, j.image.as_deref(), a.max_tokens))
+        .map(|j| {
+            let key = (qid(&j.question_id), j.answer2.clone());
+            imported.as_ref().and_then(|m| m.get(&key).cloned())
+        })
+        .collect();
+    let imported_count = replies.iter().filter(|r| r.is_some()).count();
+    let pending: Vec<usize> = (0..jobs.len()).filter(|&i| replies[i].is_none()).collect();
+    let bodies: Vec<Value> = pending
+        .iter()
+        .map(|&i| chat_body(&jobs[i].request, jobs[i].image.as_deref(), a.max_tokens))
         .collect::<Result<_>>()?;
-    let (replies, stats) = client::ask_all(&config, &bodies, a.json)?;
+    let (answers, stats) = client::ask_all(&config, &bodies, a.json)?;
+    for (i, reply) in pending.into_iter().zip(answers) {
+        replies[i] = Some(reply);
+    }
+    let replies: Vec<String> = replies.into_iter().map(Option::unwrap_or_default).collect();
 
     // The reference's review file, then the reference's scoring of it (`gar eval replay`).
     let reviews = a.out.join("review_refer_desc.jsonl");
@@ -131,6 +151,7 @@ pub fn run(a: JudgeArgs) -> Result<()> {
     let summary = json!({
         "bench": "ferret-bench",
         "judged": jobs.len(),
+        "imported": imported_count,
         "requests": stats.requests,
         "cache_hits": stats.cache_hits,
         "retries": stats.retries,
@@ -233,6 +254,23 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `question_id` as text (the files mix numbers and strings).
+fn qid(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// Reviews of an earlier run (`review_refer_desc.jsonl`), by question and reviewed answer: a
+/// review is reused only for the very same model answer.
+fn ferret_import(path: &Path) -> Result<std::collections::HashMap<(String, String), String>> {
+    let mut map = std::collections::HashMap::new();
+    for r in ferret::read_reviews(path)? {
+        if let (Some(content), Some(answer2)) = (r.content, r.answer2) {
+            map.insert((qid(&r.question_id), answer2), content);
+        }
+    }
+    Ok(map)
 }
 
 /// One judge call with what the review file records about it.
