@@ -319,13 +319,45 @@ enum Answerer {
         engine: Box<gar_engine::Engine>,
         generation: gar_models::GenerationConfig,
     },
-    Remote(endpoint::Client),
+    Remote {
+        client: endpoint::Client,
+        /// GAR-Bench re-decodes the tokens its own way (see [`gar_bench_text`]).
+        processor: Option<Box<gar_processor::GarProcessor>>,
+    },
+}
+
+/// Whether the benchmark keeps special tokens in its answers.
+fn keeps_special_tokens(bench: Benchmark) -> bool {
+    matches!(
+        bench,
+        Benchmark::GarBenchVqa | Benchmark::GarBenchSimple | Benchmark::GarBenchDetailed
+    )
+}
+
+/// GAR-Bench's inference decodes with `skip_special_tokens=False`, strips, and removes
+/// `<|eot_id|>` (benchmarks.md §3.2, §4.1), so `<PromptN>` survive in Caption-Simple answers.
+fn gar_bench_text(processor: &gar_processor::GarProcessor, tokens: &[u32]) -> Result<String> {
+    let raw = processor.decode_raw(tokens, false)?;
+    Ok(gar_processor::py_strip(&raw).replace("<|eot_id|>", ""))
 }
 
 impl Answerer {
     fn new(a: &RunArgs) -> Result<Self> {
         if let Some(url) = &a.endpoint {
-            return Ok(Self::Remote(endpoint::Client::new(url)));
+            // The tokenizer (not the weights) of --model, for GAR-Bench's decoding.
+            let processor = if keeps_special_tokens(a.bench) {
+                let dir = gar_engine::resolve_model(&a.model.model, &a.model.revision)
+                    .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
+                let p = gar_processor::GarProcessor::from_dir(&dir)
+                    .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
+                Some(Box::new(p))
+            } else {
+                None
+            };
+            return Ok(Self::Remote {
+                client: endpoint::Client::new(url),
+                processor,
+            });
         }
         let engine = common::load_engine(&a.model, &a.process)?;
         let mut generation = engine.generation_config();
@@ -356,21 +388,25 @@ impl Answerer {
                         std::ops::ControlFlow::Continue(())
                     })
                     .map_err(Failure::from_engine)?;
+                let text = if keeps_special_tokens(a.bench) {
+                    gar_bench_text(engine.processor(), &answer.tokens)?
+                } else {
+                    answer.text
+                };
                 (
-                    answer.text,
+                    text,
                     answer.tokens,
                     answer.prompt_tokens,
                     answer.stop_reason,
                 )
             }
-            Self::Remote(client) => {
+            Self::Remote { client, processor } => {
                 let reply = client.describe(&path, item, a.max_new_tokens, a.process.max_tiles)?;
-                (
-                    reply.text,
-                    reply.tokens,
-                    reply.prompt_tokens,
-                    reply.stop_reason,
-                )
+                let text = match processor {
+                    Some(p) => gar_bench_text(p, &reply.tokens)?,
+                    None => reply.text,
+                };
+                (text, reply.tokens, reply.prompt_tokens, reply.stop_reason)
             }
         };
         Ok(Record {
@@ -479,4 +515,34 @@ pub fn merge(a: MergeArgs) -> Result<()> {
             a.out.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gar_bench_answers_keep_prompt_tokens() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/checkpoints/tiny-pe-l");
+        let processor = gar_processor::GarProcessor::from_dir(&dir).unwrap();
+        let tok = processor.tokenizer();
+        let mut ids = tok.encode(" is beside", false).unwrap().get_ids().to_vec();
+        ids.insert(0, tok.token_to_id("<Prompt1>").unwrap());
+        ids.push(tok.token_to_id("<|eot_id|>").unwrap());
+        assert_eq!(
+            gar_bench_text(&processor, &ids).unwrap(),
+            "<Prompt1> is beside"
+        );
+        // The other benchmarks' decoding drops them.
+        assert_eq!(processor.decode(&ids).unwrap(), "is beside");
+    }
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("1/3"), Ok(Shard { index: 1, count: 3 }));
+        assert!(
+            parse_shard("3/3").is_err() && parse_shard("0/0").is_err() && parse_shard("1").is_err()
+        );
+    }
 }
