@@ -4,11 +4,12 @@
 //!
 //! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
 //! the question's image, for vision judges such as `gar serve`, which needs one image per chat)
-//! and DLC-Bench with the text-only Llama protocol. Not yet: the judges that look at rendered
-//! crops (GAR-Bench captions, DLC-Bench GPT protocol, MDVP painted boxes).
+//! DLC-Bench with the text-only Llama protocol, and the GAR-Bench captions (image, focal crops
+//! and mask crops rendered here). Not yet: DLC-Bench's GPT protocol and MDVP's painted boxes.
 
 mod client;
 mod dlc;
+mod garbench;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use clap::Args;
 use gar_eval::ferret::{self, ModelOutput};
+use gar_eval::garbench::CaptionSplit;
 use gar_eval::judge::{JudgeRequest, Part};
 use serde_json::{json, Value};
 
@@ -76,10 +78,11 @@ fn input(e: anyhow::Error) -> anyhow::Error {
 }
 
 pub fn run(a: JudgeArgs) -> Result<()> {
-    if !matches!(a.bench, Benchmark::FerretBench | Benchmark::DlcBench) {
+    if matches!(a.bench, Benchmark::GarBenchVqa | Benchmark::MdvpBench) {
         bail!(input(anyhow!(
-            "gar eval judge supports ferret-bench and dlc-bench (Llama protocol) so far; judged \
-             files of the other benchmarks can be scored with `gar eval replay` (see docs/eval.md)"
+            "gar eval judge supports ferret-bench, dlc-bench (Llama protocol), gar-bench-simple and \
+             gar-bench-detailed; GAR-Bench-VQA needs no judge (`gar eval score`), MDVP-Bench's \
+             painted-box judge is not implemented (see docs/eval.md)"
         )));
     }
     let key = ["GAR_JUDGE_API_KEY", "OPENAI_API_KEY"]
@@ -102,6 +105,13 @@ pub fn run(a: JudgeArgs) -> Result<()> {
     if a.bench == Benchmark::DlcBench {
         return judge_dlc(&a, &config);
     }
+    if let Some(split) = match a.bench {
+        Benchmark::GarBenchSimple => Some(CaptionSplit::Simple),
+        Benchmark::GarBenchDetailed => Some(CaptionSplit::Detailed),
+        _ => None,
+    } {
+        return judge_captions(&a, &config, split);
+    }
     let jobs = ferret_jobs(&a)?;
     let imported = a
         .import
@@ -120,7 +130,14 @@ pub fn run(a: JudgeArgs) -> Result<()> {
     let pending: Vec<usize> = (0..jobs.len()).filter(|&i| replies[i].is_none()).collect();
     let bodies: Vec<Value> = pending
         .iter()
-        .map(|&i| chat_body(&jobs[i].request, jobs[i].image.as_deref(), a.max_tokens))
+        .map(|&i| {
+            chat_body(
+                &jobs[i].request,
+                jobs[i].image.as_deref(),
+                a.max_tokens,
+                None,
+            )
+        })
         .collect::<Result<_>>()?;
     let (answers, stats) = client::ask_all(&config, &bodies, a.json)?;
     for (i, reply) in pending.into_iter().zip(answers) {
@@ -201,7 +218,7 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
                 .and_then(|m| m.get(&request.user_text()).cloned());
             if known.is_none() {
                 pending.push((o, q));
-                bodies.push(chat_body(request, None, a.max_tokens)?);
+                bodies.push(chat_body(request, None, a.max_tokens, None)?);
             }
             row.push(known);
         }
@@ -343,9 +360,63 @@ fn ferret_jobs(a: &JudgeArgs) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSplit) -> Result<()> {
+    let items = garbench::inputs(&a.predictions, &a.root, split).map_err(input)?;
+    let mut bodies = Vec::with_capacity(items.len());
+    for item in &items {
+        let renderer = garbench::Renderer::new(item).map_err(input)?;
+        bodies.push(chat_body(
+            &item.request,
+            None,
+            a.max_tokens,
+            Some(&renderer),
+        )?);
+    }
+    let (replies, stats) = client::ask_all(config, &bodies, a.json)?;
+    let (path, scored) = garbench::judged(&items, &replies, &a.out, split)?;
+    let summary = json!({
+        "bench": scored.bench,
+        "judged": items.len(),
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "judged_file": path,
+        "accuracy": scored.accuracy,
+        "correct": scored.correct,
+        "total": scored.total,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "{}: {}/{} True ({} requests, {} from the cache) → {}",
+            scored.bench,
+            scored.correct,
+            scored.total,
+            stats.requests,
+            stats.cache_hits,
+            path.display()
+        )?;
+    }
+    Ok(())
+}
+
 /// The OpenAI chat body of a judge request (`model` is set by the client). Text parts are sent
-/// as they are; `image` (if any) goes first in the user message.
-fn chat_body(r: &JudgeRequest, image: Option<&Path>, max_tokens: Option<u32>) -> Result<Value> {
+/// as they are; `image` (if any) goes first in the user message; named images are drawn by
+/// `renderer`.
+fn chat_body(
+    r: &JudgeRequest,
+    image: Option<&Path>,
+    max_tokens: Option<u32>,
+    renderer: Option<&garbench::Renderer>,
+) -> Result<Value> {
     let mut content: Vec<Value> = Vec::new();
     if let Some(path) = image {
         let bytes =
@@ -367,7 +438,11 @@ fn chat_body(r: &JudgeRequest, image: Option<&Path>, max_tokens: Option<u32>) ->
     for part in &r.user {
         match part {
             Part::Text { text } => content.push(json!({"type": "text", "text": text})),
-            Part::Image { image } => bail!("rendering judge image {image:?} is not implemented"),
+            Part::Image { image } => match renderer {
+                Some(r) => content
+                    .push(json!({"type": "image_url", "image_url": {"url": r.render(*image)?}})),
+                None => bail!("rendering judge image {image:?} is not implemented"),
+            },
         }
     }
     let mut messages = Vec::new();
