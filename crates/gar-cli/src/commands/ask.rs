@@ -81,7 +81,10 @@ pub fn question_text(args: &AskArgs) -> Result<String> {
 
 pub fn run(args: AskArgs, matches: &ArgMatches) -> Result<()> {
     let question = question_text(&args)?;
-    let (image, regions, _) = common::read_inputs(&args.input, matches)?;
+    let (image, regions, sam) = common::read_inputs(&args.input, matches)?;
+    if !args.json {
+        super::sam_regions::report(&sam);
+    }
     if let Some(path) = &args.overlay {
         common::write_overlay(path, &image, &regions)?;
     }
@@ -105,7 +108,13 @@ pub fn run(args: AskArgs, matches: &ArgMatches) -> Result<()> {
     }
     .map_err(Failure::from_engine)?;
     if args.json {
-        common::print_json(&answer, serde_json::json!({}))?;
+        // Per region, what SAM chose (null for regions not given as SAM prompts).
+        let extra = if sam.iter().any(Option::is_some) {
+            serde_json::json!({ "sam": sam })
+        } else {
+            serde_json::json!({})
+        };
+        common::print_json(&answer, extra)?;
     } else {
         println!();
         for warning in &answer.warnings {

@@ -44,7 +44,8 @@ pub fn first_request(message: &str, num_regions: usize) -> Result<Request> {
 }
 
 pub fn run(args: ChatArgs, matches: &ArgMatches) -> Result<()> {
-    let (image, regions, _) = common::read_inputs(&args.input, matches)?;
+    let (image, regions, sam) = common::read_inputs(&args.input, matches)?;
+    super::sam_regions::report(&sam);
     let engine = common::load_engine(&args.model, &args.input.process)?;
     let generation = common::generation_config(&engine, &args.generate)
         .map_err(|e| Failure::new(Kind::Input, e))?;

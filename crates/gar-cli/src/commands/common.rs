@@ -13,6 +13,7 @@ use gar_processor::{
     RgbImage,
 };
 
+use super::sam_regions::{self, SamArgs, SamChoice};
 use crate::exit::{Failure, Kind};
 use crate::regions::{regions_in_order, RegionSpec};
 
@@ -144,6 +145,18 @@ pub struct RegionArgs {
     /// A box "x1,y1,x2,y2" in image pixels (a filled rectangle, as Ferret-Bench uses boxes).
     #[arg(long = "box", value_name = "X1,Y1,X2,Y2")]
     pub boxes: Vec<String>,
+    /// A click for SAM "x,y[,label]" (label 1 foreground, the default; 0 background). Clicks
+    /// right after a --box-sam or --scribble refine it; other consecutive clicks form one region.
+    #[arg(long, value_name = "X,Y[,LABEL]", allow_hyphen_values = true)]
+    pub point: Vec<String>,
+    /// A box for SAM "x1,y1,x2,y2": SAM's mask of it is the region (unlike --box, a rectangle).
+    #[arg(long, value_name = "X1,Y1,X2,Y2", allow_hyphen_values = true)]
+    pub box_sam: Vec<String>,
+    /// A polyline for SAM "x,y;x,y;..." (5 clicks spaced along it); one region.
+    #[arg(long, value_name = "X,Y;X,Y;...", allow_hyphen_values = true)]
+    pub scribble: Vec<String>,
+    #[command(flatten)]
+    pub sam: SamArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -206,25 +219,50 @@ pub fn load_options(process: &ProcessArgs) -> LoadOptions {
     }
 }
 
-/// Reads the image and every region named on the command line, in command-line order.
+/// Reads the image and every region named on the command line, in command-line order. SAM
+/// prompts are segmented here (SAM is loaded only if there is one); the third element says,
+/// per region, what SAM chose (`None` for regions given as masks, RLEs, polygons or boxes).
 pub fn read_inputs(
     input: &InputArgs,
     matches: &ArgMatches,
-) -> Result<(RgbImage, Vec<Region>, Vec<RegionSpec>)> {
+) -> Result<(RgbImage, Vec<Region>, Vec<Option<SamChoice>>)> {
     let options = load_options(&input.process);
     // Flags first: a typo in --box should not wait for a large image to decode.
     let specs = regions_in_order(matches).map_err(|e| Failure::new(Kind::Input, e))?;
     let image = load_image(&input.image, &options).map_err(|e| Failure::new(Kind::Input, e))?;
-    let mut regions = Vec::with_capacity(specs.len());
+    let sam_prompts: Vec<(usize, &gar_sam::Prompt)> = specs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            RegionSpec::Sam(p) => Some((i, p)),
+            _ => None,
+        })
+        .collect();
+    sam_regions::validate(&sam_prompts, &image)?;
+    let mut regions: Vec<Option<Region>> = Vec::with_capacity(specs.len());
     for spec in &specs {
         let region = to_region(spec, &options).map_err(|e| Failure::new(Kind::Input, e))?;
         regions.push(region);
     }
-    Ok((image, regions, specs))
+    let mut choices = vec![None; specs.len()];
+    if !sam_prompts.is_empty() {
+        let segmented = sam_regions::segment_all(&input.regions.sam, &image, &sam_prompts)?;
+        for ((index, _), (region, choice)) in sam_prompts.iter().zip(segmented) {
+            regions[*index] = Some(region);
+            choices[*index] = Some(choice);
+        }
+    }
+    let regions = regions
+        .into_iter()
+        .map(|r| r.context("a SAM region was not segmented"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((image, regions, choices))
 }
 
-fn to_region(spec: &RegionSpec, options: &LoadOptions) -> Result<Region> {
-    Ok(match spec {
+/// The region a non-SAM flag names; `None` for SAM prompts (segmented later, all at once).
+fn to_region(spec: &RegionSpec, options: &LoadOptions) -> Result<Option<Region>> {
+    Ok(Some(match spec {
+        RegionSpec::Sam(_) => return Ok(None),
         RegionSpec::Mask(path) => Region::Mask(
             load_mask(path, options).with_context(|| format!("mask {}", path.display()))?,
         ),
@@ -247,7 +285,7 @@ fn to_region(spec: &RegionSpec, options: &LoadOptions) -> Result<Region> {
             x1: *x1,
             y1: *y1,
         },
-    })
+    }))
 }
 
 /// Generation settings from the flags, with the checkpoint's stop token.

@@ -41,12 +41,15 @@ pub fn describe_request(args: &DescribeArgs) -> Request {
 }
 
 pub fn run(args: DescribeArgs, matches: &ArgMatches) -> Result<()> {
-    let (image, regions, _) = common::read_inputs(&args.input, matches)?;
+    let (image, regions, sam) = common::read_inputs(&args.input, matches)?;
+    if !args.json {
+        super::sam_regions::report(&sam);
+    }
     if regions.is_empty() {
         bail!(Failure::new(
             Kind::Input,
             anyhow::anyhow!(
-                "describe needs at least one region (--mask, --rle, --polygon or --box)"
+                "describe needs at least one region (--mask, --rle, --polygon, --box, --point, --box-sam or --scribble)"
             )
         ));
     }
@@ -81,7 +84,11 @@ pub fn run(args: DescribeArgs, matches: &ArgMatches) -> Result<()> {
         }
         .map_err(Failure::from_engine)?;
         if args.json {
-            common::print_json(&answer, serde_json::json!({ "region": index }))?;
+            let mut extra = serde_json::json!({ "region": index });
+            if let Some(choice) = &sam[index] {
+                extra["sam"] = serde_json::to_value(choice)?;
+            }
+            common::print_json(&answer, extra)?;
         } else {
             println!();
             for warning in &answer.warnings {

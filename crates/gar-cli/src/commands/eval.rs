@@ -22,6 +22,12 @@ pub enum EvalCommand {
     Score(ScoreArgs),
     /// Re-score a cached LLM-judge run with the reference's parsing and aggregation rules.
     Replay(ReplayArgs),
+    /// Run a benchmark's inference (resumable, shardable); see docs/eval.md.
+    Run(super::eval_run::RunArgs),
+    /// Combine the shard folders of a `gar eval run --shard i/n` into one run.
+    Merge(super::eval_run::MergeArgs),
+    /// Send a run's predictions to an OpenAI-compatible LLM judge (cached) and score them.
+    Judge(super::eval_judge::JudgeArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +84,9 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     let result = match cmd {
         EvalCommand::Score(a) => score(a),
         EvalCommand::Replay(a) => replay(a),
+        EvalCommand::Run(a) => super::eval_run::run(a),
+        EvalCommand::Merge(a) => super::eval_run::merge(a),
+        EvalCommand::Judge(a) => super::eval_judge::run(a),
     };
     result.map_err(exit_kind)
 }

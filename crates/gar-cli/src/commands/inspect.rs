@@ -36,7 +36,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs, matches: &ArgMatches) -> Result<()> {
-    let (image, regions, _) = common::read_inputs(&args.input, matches)?;
+    let (image, regions, sam) = common::read_inputs(&args.input, matches)?;
+    super::sam_regions::report(&sam);
     let dir = gar_engine::resolve_model(&args.model.model, &args.model.revision)
         .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
     let options = common::processor_options(&args.input.process);

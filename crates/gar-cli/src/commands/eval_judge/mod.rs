@@ -1,0 +1,458 @@
+//! `gar eval judge`: sends a run's predictions to an OpenAI-compatible LLM judge with the
+//! reference prompts, caches the replies, writes the judged file in the reference's format and
+//! scores it with the same code as `gar eval replay`. User documentation: docs/eval.md.
+//!
+//! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
+//! the question's image, for vision judges such as `gar serve`, which needs one image per chat)
+//! DLC-Bench with the text-only Llama protocol, and the GAR-Bench captions (image, focal crops
+//! and mask crops rendered here). Not yet: DLC-Bench's GPT protocol and MDVP's painted boxes.
+
+mod client;
+mod dlc;
+mod garbench;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use clap::Args;
+use gar_eval::ferret::{self, ModelOutput};
+use gar_eval::garbench::CaptionSplit;
+use gar_eval::judge::{JudgeRequest, Part};
+use serde_json::{json, Value};
+
+use super::eval::Benchmark;
+use crate::exit::{Failure, Kind};
+
+#[derive(Args)]
+pub struct JudgeArgs {
+    #[arg(long, value_enum)]
+    bench: Benchmark,
+    /// The run's predictions.json (reference format, as `gar eval run` writes it).
+    #[arg(long, value_name = "FILE")]
+    predictions: PathBuf,
+    /// Benchmark root (for the judge's reference answers, rules and images).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1.
+    #[arg(long, value_name = "URL")]
+    judge_url: String,
+    /// The judge model's name on that API.
+    #[arg(long, value_name = "NAME")]
+    judge_model: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Retries per request on 429 / 5xx / connection errors (exponential backoff).
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// First backoff delay in milliseconds (doubled after each retry).
+    #[arg(long, default_value_t = 1000)]
+    backoff_ms: u64,
+    /// Override the reference's max_tokens of every judge request.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Ferret-Bench: attach the question's image to the (text-only) review request.
+    #[arg(long)]
+    with_image: bool,
+    /// Output folder: judge_cache.jsonl (reply cache), the judged file, summary.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Reuse the replies of an earlier judge run in the reference format: DLC-Bench
+    /// `gar_*_eval.json` (matched by prompt text), Ferret-Bench `review_refer_desc.jsonl`
+    /// (matched by question and reviewed answer). Only what is not found there is sent.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
+    /// Reply cache (default: <out>/judge_cache.jsonl); share it between runs to never pay twice.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    /// Print a JSON summary as the last stdout line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn input(e: anyhow::Error) -> anyhow::Error {
+    Failure::new(Kind::Input, e).into()
+}
+
+pub fn run(a: JudgeArgs) -> Result<()> {
+    if matches!(a.bench, Benchmark::GarBenchVqa | Benchmark::MdvpBench) {
+        bail!(input(anyhow!(
+            "gar eval judge supports ferret-bench, dlc-bench (Llama protocol), gar-bench-simple and \
+             gar-bench-detailed; GAR-Bench-VQA needs no judge (`gar eval score`), MDVP-Bench's \
+             painted-box judge is not implemented (see docs/eval.md)"
+        )));
+    }
+    let key = ["GAR_JUDGE_API_KEY", "OPENAI_API_KEY"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let config = client::JudgeConfig {
+        url: a.judge_url.clone(),
+        model: a.judge_model.clone(),
+        key,
+        concurrency: a.concurrency,
+        retries: a.retries,
+        backoff: Duration::from_millis(a.backoff_ms),
+        cache: a
+            .cache
+            .clone()
+            .unwrap_or_else(|| a.out.join("judge_cache.jsonl")),
+    };
+    if a.bench == Benchmark::DlcBench {
+        return judge_dlc(&a, &config);
+    }
+    if let Some(split) = match a.bench {
+        Benchmark::GarBenchSimple => Some(CaptionSplit::Simple),
+        Benchmark::GarBenchDetailed => Some(CaptionSplit::Detailed),
+        _ => None,
+    } {
+        return judge_captions(&a, &config, split);
+    }
+    let jobs = ferret_jobs(&a)?;
+    let imported = a
+        .import
+        .as_deref()
+        .map(ferret_import)
+        .transpose()
+        .map_err(input)?;
+    let mut replies: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| {
+            let key = (qid(&j.question_id), j.answer2.clone());
+            imported.as_ref().and_then(|m| m.get(&key).cloned())
+        })
+        .collect();
+    let imported_count = replies.iter().filter(|r| r.is_some()).count();
+    let pending: Vec<usize> = (0..jobs.len()).filter(|&i| replies[i].is_none()).collect();
+    let bodies: Vec<Value> = pending
+        .iter()
+        .map(|&i| {
+            chat_body(
+                &jobs[i].request,
+                jobs[i].image.as_deref(),
+                a.max_tokens,
+                None,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let (answers, stats) = client::ask_all(&config, &bodies, a.json)?;
+    for (i, reply) in pending.into_iter().zip(answers) {
+        replies[i] = Some(reply);
+    }
+    let replies: Vec<String> = replies.into_iter().map(Option::unwrap_or_default).collect();
+
+    // The reference's review file, then the reference's scoring of it (`gar eval replay`).
+    let reviews = a.out.join("review_refer_desc.jsonl");
+    let mut text = String::new();
+    for (n, (job, reply)) in jobs.iter().zip(&replies).enumerate() {
+        let tuple = ferret::parse_score(reply).map_or(json!([-1.0, -1.0]), |(g, m)| json!([g, m]));
+        let line = json!({
+            "id": (n + 1).to_string(),
+            "question_id": job.question_id,
+            "category": job.category,
+            "content": reply,
+            "tuple": tuple,
+            "answer1": job.answer1,
+            "answer2": job.answer2,
+        });
+        text.push_str(&serde_json::to_string(&line)?);
+        text.push('\n');
+    }
+    std::fs::write(&reviews, text)
+        .with_context(|| format!("cannot write {}", reviews.display()))?;
+    let scored = ferret::replay(&reviews)?;
+    let summary = json!({
+        "bench": "ferret-bench",
+        "judged": jobs.len(),
+        "imported": imported_count,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "reviews": reviews,
+        "score": scored.score,
+        "parse_failures": scored.parse_failures,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "ferret-bench: {} reviews ({} requests, {} from the cache), score {} ({} unparsable) → {}",
+            jobs.len(),
+            stats.requests,
+            stats.cache_hits,
+            scored.score,
+            scored.parse_failures,
+            reviews.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
+    let inputs = dlc::inputs(&a.predictions, &a.root).map_err(input)?;
+    let imported = a
+        .import
+        .as_deref()
+        .map(dlc::import)
+        .transpose()
+        .map_err(input)?;
+    let mut replies: Vec<Vec<Option<String>>> = Vec::new();
+    let mut pending: Vec<(usize, usize)> = Vec::new();
+    let mut bodies = Vec::new();
+    for (o, object) in inputs.objects.iter().enumerate() {
+        let mut row = Vec::new();
+        for (q, request) in object.requests.iter().enumerate() {
+            let known = imported
+                .as_ref()
+                .and_then(|m| m.get(&request.user_text()).cloned());
+            if known.is_none() {
+                pending.push((o, q));
+                bodies.push(chat_body(request, None, a.max_tokens, None)?);
+            }
+            row.push(known);
+        }
+        replies.push(row);
+    }
+    let imported_count = replies.iter().flatten().filter(|r| r.is_some()).count();
+    let (answers, stats) = client::ask_all(config, &bodies, a.json)?;
+    for ((o, q), reply) in pending.into_iter().zip(answers) {
+        replies[o][q] = Some(reply);
+    }
+    let replies: Vec<Vec<String>> = replies
+        .into_iter()
+        .map(|row| row.into_iter().map(Option::unwrap_or_default).collect())
+        .collect();
+    let (path, scored) = dlc::judged(&inputs, &replies, &a.out)?;
+    let summary = json!({
+        "bench": "dlc-bench",
+        "protocol": "llama",
+        "objects": inputs.objects.len(),
+        "questions": replies.iter().map(Vec::len).sum::<usize>(),
+        "imported": imported_count,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "judged": path,
+        "pos": scored.pos,
+        "neg": scored.neg,
+        "avg": scored.avg,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "dlc-bench (Llama protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
+            inputs.objects.len(),
+            scored.pos,
+            scored.neg,
+            scored.avg,
+            stats.requests,
+            stats.cache_hits,
+            imported_count,
+            path.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `question_id` as text (the files mix numbers and strings).
+fn qid(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// Reviews of an earlier run (`review_refer_desc.jsonl`), by question and reviewed answer: a
+/// review is reused only for the very same model answer.
+fn ferret_import(path: &Path) -> Result<std::collections::HashMap<(String, String), String>> {
+    let mut map = std::collections::HashMap::new();
+    for r in ferret::read_reviews(path)? {
+        if let (Some(content), Some(answer2)) = (r.content, r.answer2) {
+            map.insert((qid(&r.question_id), answer2), content);
+        }
+    }
+    Ok(map)
+}
+
+/// One judge call with what the review file records about it.
+struct Job {
+    request: JudgeRequest,
+    image: Option<PathBuf>,
+    question_id: Value,
+    category: String,
+    answer1: String,
+    answer2: String,
+}
+
+/// Ferret-Bench: each prediction is matched to its question by image and box (a run may hold
+/// any subset of the 40 questions), then reviewed against GPT-4's answer with the category's rule.
+fn ferret_jobs(a: &JudgeArgs) -> Result<Vec<Job>> {
+    let base = a.root.join("evaluation/Ferret-Bench");
+    let preds: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(&a.predictions)
+            .with_context(|| format!("cannot read {}", a.predictions.display()))?,
+    )
+    .map_err(|e| input(anyhow!("{}: {e}", a.predictions.display())))?;
+    let boxes: Vec<ferret::BoxReferItem> =
+        gar_eval::io::read_list(&base.join("annotations/box_refer_caption.json"))?;
+    let dir = base.join("ferret_gpt4_data");
+    let questions = ferret::read_text_records(&dir.join("refer_desc/question.jsonl"))?;
+    let contexts = ferret::read_text_records(&dir.join("refer_desc/context.jsonl"))?;
+    let answers = ferret::read_text_records(&dir.join("refer_desc/answer.jsonl"))?;
+    let rules = ferret::read_rules(&dir.join("rule.json"))?;
+    let mut jobs = Vec::with_capacity(preds.len());
+    for (n, p) in preds.iter().enumerate() {
+        let out: ModelOutput = serde_json::from_value(p.clone())
+            .map_err(|e| input(anyhow!("{} item {n}: {e}", a.predictions.display())))?;
+        let bbox = p
+            .pointer("/annotation/bbox")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let i = boxes
+            .iter()
+            .position(|b| out.image_path.ends_with(&b.image) && json!(b.annotation.bbox) == bbox)
+            .ok_or_else(|| {
+                input(anyhow!(
+                    "{} item {n}: no Ferret-Bench question has this image and box",
+                    a.predictions.display()
+                ))
+            })?;
+        let (q, c, ans) = (&questions[i], &contexts[i], &answers[i]);
+        let category = q.category.clone().unwrap_or_else(|| "refer_desc".into());
+        let rule = rules
+            .get(&category)
+            .ok_or_else(|| anyhow!("rule.json has no rule for {category}"))?;
+        let request = gar_eval::prompts::ferret_request(
+            &c.text,
+            &q.text,
+            &ans.text,
+            &out.caption,
+            &category,
+            rule,
+        );
+        jobs.push(Job {
+            image: a
+                .with_image
+                .then(|| base.join("annotations/coco/val2017").join(&boxes[i].image)),
+            question_id: q.question_id.clone(),
+            answer2: ferret::postprocess_answer(&out.caption, &category),
+            answer1: ans.text.clone(),
+            category,
+            request,
+        });
+    }
+    Ok(jobs)
+}
+
+fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSplit) -> Result<()> {
+    let items = garbench::inputs(&a.predictions, &a.root, split).map_err(input)?;
+    let mut bodies = Vec::with_capacity(items.len());
+    for item in &items {
+        let renderer = garbench::Renderer::new(item).map_err(input)?;
+        bodies.push(chat_body(
+            &item.request,
+            None,
+            a.max_tokens,
+            Some(&renderer),
+        )?);
+    }
+    let (replies, stats) = client::ask_all(config, &bodies, a.json)?;
+    let (path, scored) = garbench::judged(&items, &replies, &a.out, split)?;
+    let summary = json!({
+        "bench": scored.bench,
+        "judged": items.len(),
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "judged_file": path,
+        "accuracy": scored.accuracy,
+        "correct": scored.correct,
+        "total": scored.total,
+        "result": scored,
+    });
+    std::fs::write(
+        a.out.join("judge_summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(
+            out,
+            "{}: {}/{} True ({} requests, {} from the cache) → {}",
+            scored.bench,
+            scored.correct,
+            scored.total,
+            stats.requests,
+            stats.cache_hits,
+            path.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// The OpenAI chat body of a judge request (`model` is set by the client). Text parts are sent
+/// as they are; `image` (if any) goes first in the user message; named images are drawn by
+/// `renderer`.
+fn chat_body(
+    r: &JudgeRequest,
+    image: Option<&Path>,
+    max_tokens: Option<u32>,
+    renderer: Option<&garbench::Renderer>,
+) -> Result<Value> {
+    let mut content: Vec<Value> = Vec::new();
+    if let Some(path) = image {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mime = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let url = format!(
+            "data:{mime};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        content.push(json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    for part in &r.user {
+        match part {
+            Part::Text { text } => content.push(json!({"type": "text", "text": text})),
+            Part::Image { image } => match renderer {
+                Some(r) => content
+                    .push(json!({"type": "image_url", "image_url": {"url": r.render(*image)?}})),
+                None => bail!("rendering judge image {image:?} is not implemented"),
+            },
+        }
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = &r.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": content}));
+    Ok(json!({
+        "messages": messages,
+        "temperature": r.temperature,
+        "max_tokens": max_tokens.unwrap_or(r.max_tokens),
+    }))
+}
