@@ -5,4 +5,15 @@
 //! the training loop produce and consume it; sample encoding, the training forward and the loss turn it
 //! into a loss and gradients.
 
+pub mod accumulate;
+pub mod allreduce;
+pub mod choices;
+pub mod clip;
+pub mod construct;
 pub mod conversation;
+pub mod data;
+pub mod freeze;
+pub mod model;
+pub mod optim;
+pub mod rle;
+pub mod schedule;
