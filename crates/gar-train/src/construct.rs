@@ -359,15 +359,23 @@ fn path_c(row: &RawRow, first: usize, w: u32, h: u32) -> Result<Built, Reject> {
     ))
 }
 
+/// A sample and how it was found.
+pub struct Resampled {
+    pub sample: SampleSpec,
+    /// The row it was built from.
+    pub row: usize,
+    /// The rows tried before, and why each was rejected.
+    pub failures: Vec<(usize, Reject)>,
+}
+
 /// §2.10: try `index`; on any failure draw a replacement `randint(0, N)` (N wraps to row 0) and try
-/// again, up to `max_attempts` rows in all. Returns the sample and the row it came from, or the
-/// list of failures when every attempt failed.
+/// again, up to `max_attempts` rows in all. Returns the list of failures when every attempt failed.
 pub fn construct_with_resampling(
     source: &dyn RowSource,
     index: usize,
     cfg: &ConstructConfig,
     ch: &mut dyn Choices,
-) -> Result<(SampleSpec, usize), Vec<(usize, Reject)>> {
+) -> Result<Resampled, Vec<(usize, Reject)>> {
     let n = source.len();
     let mut failures = Vec::new();
     let mut current = index;
@@ -377,7 +385,13 @@ pub fn construct_with_resampling(
             .map_err(|e| Reject::Read(e.to_string()))
             .and_then(|row| construct(&row, cfg, ch));
         match built {
-            Ok(s) => return Ok((s, current)),
+            Ok(sample) => {
+                return Ok(Resampled {
+                    sample,
+                    row: current,
+                    failures,
+                })
+            }
             Err(e) => failures.push((current, e)),
         }
         if n == 0 {

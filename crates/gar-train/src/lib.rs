@@ -7,6 +7,7 @@
 
 pub mod accumulate;
 pub mod allreduce;
+pub mod checkpoint;
 pub mod choices;
 pub mod clip;
 pub mod construct;
@@ -15,5 +16,8 @@ pub mod data;
 pub mod freeze;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod rle;
+pub mod sampler;
 pub mod schedule;
+pub mod trainer;

@@ -83,6 +83,21 @@ impl RowSource for Concat {
     }
 }
 
+/// Rows held in memory (tests, small synthetic sets).
+pub struct VecSource(pub Vec<RawRow>);
+
+impl RowSource for VecSource {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn row(&self, index: usize) -> DataResult<RawRow> {
+        self.0.get(index).cloned().ok_or(DataError::OutOfRange {
+            index,
+            len: self.0.len(),
+        })
+    }
+}
+
 /// Decode an encoded image (PNG/JPEG/…) to RGB.
 pub(crate) fn decode_image(bytes: &[u8], what: &str) -> DataResult<RgbImage> {
     image::load_from_memory(bytes)
