@@ -52,7 +52,8 @@ for s in "${steps[@]}"; do
     smollm2) "$VENV/bin/python" make_smollm2_fixture.py ;;
     verify) "$VENV/bin/python" verify_fixtures.py ;;
     chat) "$VENV/bin/python" make_chat_fixture.py ;;
-    train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py ;;
+    train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py \
+      && "$VENV/bin/python" train/make_arrow_fixture.py ;;
     sam) "$HERE/sam/regenerate_sam.sh" ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac

@@ -10,6 +10,7 @@ pub mod allreduce;
 pub mod checkpoint;
 pub mod choices;
 pub mod clip;
+pub mod config;
 pub mod construct;
 pub mod conversation;
 pub mod data;
