@@ -115,3 +115,37 @@ fn bad_configs_exit_with_input_error() {
     assert_eq!(out.status.code(), Some(3));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn lora_run_exports_merged_weights_only() {
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-lora-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = write_config(
+        &dir,
+        2,
+        "[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"layers.0\"]\n",
+    );
+    let out = gar_train(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.join("run/export/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("layers.0.weight")));
+    // The checkpoint keeps the adapters (resumable).
+    let ck = std::fs::read(dir.join("run/checkpoint-2/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&ck).unwrap();
+    assert!(st.names().iter().any(|n| n.ends_with(".lora_B")));
+    let bad = write_config(
+        &dir,
+        2,
+        "[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"nothing_matches\"]\n",
+    );
+    assert_eq!(gar_train(&bad).status.code(), Some(3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

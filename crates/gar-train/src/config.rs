@@ -33,6 +33,11 @@
 //!
 //! [freeze]                 # all false = full fine-tuning (GAR)
 //! vision_tower = false
+//!
+//! [lora]                   # optional; the adapted base weights are frozen, adapters merged at export
+//! rank = 16
+//! alpha = 32
+//! targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
 //! ```
 
 use crate::freeze::Freeze;
@@ -53,6 +58,8 @@ pub struct TrainConfig {
     pub loop_: LoopConfig,
     #[serde(default)]
     pub freeze: Freeze,
+    /// LoRA on LLM linears instead of (or besides) full fine-tuning; merged at export.
+    pub lora: Option<crate::lora::LoraConfig>,
 }
 
 fn default_seed() -> u64 {

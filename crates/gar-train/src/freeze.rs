@@ -20,7 +20,10 @@ pub enum ParamGroup {
 
 /// Classify a checkpoint key.
 pub fn group_of(name: &str) -> ParamGroup {
-    if name.contains("embed_tokens") || name.contains("lm_head") {
+    // LoRA factors live under their base weight's key but are trained whatever the groups say.
+    if name.ends_with(".lora_A") || name.ends_with(".lora_B") {
+        ParamGroup::Other
+    } else if name.contains("embed_tokens") || name.contains("lm_head") {
         ParamGroup::Embeddings
     } else if name.contains("vision_tower.") {
         ParamGroup::VisionTower

@@ -15,6 +15,7 @@ pub mod construct;
 pub mod conversation;
 pub mod data;
 pub mod freeze;
+pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod plot;

@@ -16,6 +16,10 @@ pub trait LossModel {
     fn tokens(&self, _batch: &[SampleSpec]) -> usize {
         0
     }
+    /// LoRA adapters the model applies, if any (merged at export).
+    fn lora(&self) -> Option<&crate::lora::Lora> {
+        None
+    }
 }
 
 const FEATURES: usize = 7;
@@ -28,6 +32,7 @@ const CLASSES: usize = 5;
 /// ("LLM") and a head; the target of each turn is a hash of its answer. Deterministic.
 pub struct TinyModel {
     vars: Vec<(String, Var)>,
+    lora: Option<crate::lora::Lora>,
 }
 
 pub const TINY_NAMES: [&str; 6] = [
@@ -59,16 +64,28 @@ impl TinyModel {
                 Ok((n.to_string(), Var::from_tensor(&t)?))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { vars })
+        Ok(Self { vars, lora: None })
+    }
+
+    /// Add LoRA adapters (the trainer must freeze `lora.targeted()`).
+    pub fn with_lora(mut self, lora: crate::lora::Lora) -> Self {
+        self.lora = Some(lora);
+        self
     }
 
     /// Build from existing tensors (checkpoint load); names must be `TINY_NAMES`.
     pub fn from_vars(vars: Vec<(String, Var)>) -> Self {
-        Self { vars }
+        Self { vars, lora: None }
     }
 
+    /// Weight `i` in f32, with its LoRA delta when adapted.
     fn w(&self, i: usize) -> Result<Tensor> {
-        self.vars[i].1.as_tensor().to_dtype(DType::F32)
+        let (name, var) = &self.vars[i];
+        let w = var.as_tensor().to_dtype(DType::F32)?;
+        match self.lora.as_ref().and_then(|l| l.adapters.get(name)) {
+            Some(ad) => ad.apply(&w),
+            None => Ok(w),
+        }
     }
 
     fn sample_loss(&self, s: &SampleSpec) -> Result<Tensor> {
@@ -109,7 +126,11 @@ impl TinyModel {
 
 impl LossModel for TinyModel {
     fn vars(&self) -> Vec<(String, Var)> {
-        self.vars.clone()
+        let mut v = self.vars.clone();
+        if let Some(l) = &self.lora {
+            v.extend(l.vars());
+        }
+        v
     }
     fn loss(&self, batch: &[SampleSpec]) -> Result<Tensor> {
         let l = batch
@@ -117,6 +138,9 @@ impl LossModel for TinyModel {
             .map(|s| self.sample_loss(s))
             .collect::<Result<Vec<_>>>()?;
         Tensor::stack(&l, 0)?.mean_all()
+    }
+    fn lora(&self) -> Option<&crate::lora::Lora> {
+        self.lora.as_ref()
     }
     fn tokens(&self, batch: &[SampleSpec]) -> usize {
         batch

@@ -36,6 +36,8 @@ pub struct LoopSettings {
     pub seed: u64,
     pub adamw: AdamWConfig,
     pub freeze: Freeze,
+    /// Weights frozen by name on top of the groups (e.g. the bases of LoRA adapters).
+    pub frozen_names: Vec<String>,
     pub construct: ConstructConfig,
 }
 

@@ -68,6 +68,7 @@ fn settings(steps: usize, accumulation: usize) -> LoopSettings {
             ..Default::default()
         },
         freeze: Freeze::default(),
+        frozen_names: Vec::new(),
         construct: ConstructConfig::default(),
     }
 }
@@ -347,4 +348,105 @@ fn failed_rows_are_replaced() {
     .unwrap();
     let resampled: usize = (0..8).map(|_| t.step().unwrap().resampled).sum();
     assert!(resampled > 0);
+}
+
+#[test]
+fn lora_trains_adapters_only_and_merges_exactly() {
+    use gar_train::lora::{Lora, LoraConfig};
+    let base = TinyModel::new(3, DType::F32, &Device::Cpu).unwrap();
+    let cfg = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: vec!["layers.0".into()],
+    };
+    let lora = Lora::new(&cfg, &base.vars(), 5).unwrap();
+    let targeted = lora.targeted();
+    assert_eq!(
+        targeted,
+        vec!["mllm.model.language_model.layers.0.weight".to_string()]
+    );
+    let model = base.with_lora(lora);
+    let mut s = settings(20, 1);
+    // Freezing the LLM group must not freeze the adapters that live under its keys.
+    s.freeze = Freeze {
+        llm: true,
+        ..Default::default()
+    };
+    s.frozen_names = targeted.clone();
+    let mut t = Trainer::new(
+        model,
+        Arc::new(VecSource(rows(11))),
+        Box::new(SingleProcess),
+        s,
+    )
+    .unwrap();
+    let names: Vec<String> = t.opt.params.iter().map(|p| p.name.clone()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".lora_A"))
+            && names.iter().any(|n| n.ends_with(".lora_B"))
+    );
+    assert!(!names.contains(&targeted[0]));
+    let base_before = t
+        .model
+        .vars()
+        .into_iter()
+        .find(|(n, _)| *n == targeted[0])
+        .unwrap()
+        .1
+        .as_tensor()
+        .copy()
+        .unwrap();
+    for _ in 0..20 {
+        t.step().unwrap();
+    }
+    let vars = t.model.vars();
+    let base_after = vars
+        .iter()
+        .find(|(n, _)| *n == targeted[0])
+        .unwrap()
+        .1
+        .as_tensor();
+    assert_eq!(
+        bits(&base_before),
+        bits(base_after),
+        "the adapted base weight stays frozen"
+    );
+    let b = vars
+        .iter()
+        .find(|(n, _)| n.ends_with(".lora_B"))
+        .unwrap()
+        .1
+        .as_tensor();
+    assert!(
+        b.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0,
+        "B moved away from zero"
+    );
+    // Export: merged weights in a plain model give the adapted model's loss.
+    let mut weights: std::collections::HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    t.model.lora().unwrap().merge(&mut weights).unwrap();
+    assert_eq!(weights.len(), gar_train::model::TINY_NAMES.len());
+    let plain = TinyModel::from_vars(
+        gar_train::model::TINY_NAMES
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    candle_core::Var::from_tensor(&weights[*n]).unwrap(),
+                )
+            })
+            .collect(),
+    );
+    let samples = fixed_samples(4);
+    let a = t.model.loss(&samples).unwrap().to_scalar::<f32>().unwrap();
+    let b = plain.loss(&samples).unwrap().to_scalar::<f32>().unwrap();
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} vs {b}");
 }

@@ -13,6 +13,7 @@ use gar_train::checkpoint;
 use gar_train::config::TrainConfig;
 use gar_train::construct::ConstructConfig;
 use gar_train::data::{arrow::ArrowSource, jsonl::JsonlSource, Concat, RowSource};
+use gar_train::lora::Lora;
 use gar_train::model::{LossModel, TinyModel};
 use gar_train::optim::AdamWConfig;
 use gar_train::sampler::DistributedSampler;
@@ -35,7 +36,18 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     };
     let device = Device::Cpu;
     match cfg.model.kind.as_str() {
-        "tiny" => train(TinyModel::new(cfg.seed, dtype, &device)?, &cfg, source, reducer),
+        "tiny" => {
+            let model = TinyModel::new(cfg.seed, dtype, &device)?;
+            let (model, frozen) = match &cfg.lora {
+                Some(l) => {
+                    let lora = Lora::new(l, &model.vars(), cfg.seed).map_err(|e| Failure::new(Kind::Input, e))?;
+                    let frozen = lora.targeted();
+                    (model.with_lora(lora), frozen)
+                }
+                None => (model, Vec::new()),
+            };
+            train(model, frozen, &cfg, source, reducer)
+        }
         // Swap point: `TrainModel::load(dir, dtype, &device)` once the training forward is merged.
         _ => bail!(
             "model kind \"gar\" needs the GAR training forward, which this build does not contain yet; \
@@ -77,6 +89,7 @@ fn open_data(cfg: &TrainConfig) -> anyhow::Result<Arc<dyn RowSource>> {
 
 fn train<M: LossModel>(
     model: M,
+    frozen_names: Vec<String>,
     cfg: &TrainConfig,
     source: Arc<dyn RowSource>,
     reducer: Box<dyn AllReduce>,
@@ -113,6 +126,7 @@ fn train<M: LossModel>(
             weight_decay: o.weight_decay,
         },
         freeze: cfg.freeze.clone(),
+        frozen_names,
         construct: ConstructConfig {
             prompt_augmentation: cfg.data.prompt_augmentation,
             ..Default::default()
@@ -166,12 +180,15 @@ fn train<M: LossModel>(
     bar.finish();
     let curve = read_log(&log_path)?;
     std::fs::write(out.join("loss.svg"), gar_train::plot::loss_svg(&curve))?;
-    let weights: HashMap<String, Tensor> = trainer
+    let mut weights: HashMap<String, Tensor> = trainer
         .model
         .vars()
         .into_iter()
         .map(|(n, v)| (n, v.as_tensor().clone()))
         .collect();
+    if let Some(lora) = trainer.model.lora() {
+        lora.merge(&mut weights)?;
+    }
     let export_dir = out.join("export");
     let copied = checkpoint::export(&export_dir, &weights, cfg.model.dir.as_deref())?;
     eprintln!(
