@@ -170,7 +170,7 @@ fn prompt_tags(texts: impl Iterator<Item = String>) -> Vec<usize> {
 
 fn pair_turns(row: &RawRow) -> Result<Vec<Turn>, Reject> {
     let conv = &row.conversations;
-    if conv.len() % 2 != 0 || conv.is_empty() {
+    if conv.is_empty() || conv.chunks(2).any(|pair| pair.len() != 2) {
         return Err(Reject::BadTurns);
     }
     let mut turns = Vec::new();

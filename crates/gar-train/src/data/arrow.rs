@@ -29,11 +29,14 @@ struct Shard {
     ends: Vec<usize>,
 }
 
+type CachedBatch = ((usize, usize), Arc<RecordBatch>);
+
 pub struct ArrowSource {
     dir: PathBuf,
     shards: Vec<Shard>,
     ends: Vec<usize>,
-    cache: Mutex<Option<((usize, usize), Arc<RecordBatch>)>>,
+    /// The last decoded batch, keyed by (shard, batch).
+    cache: Mutex<Option<CachedBatch>>,
 }
 
 fn fmt_err(path: &Path, msg: impl std::fmt::Display) -> DataError {
