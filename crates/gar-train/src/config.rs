@@ -191,7 +191,10 @@ impl TrainConfig {
                 self.optim.schedule
             ));
         }
-        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 || !(0.0..1.0).contains(&self.optim.warmup_ratio) {
+        if self.optim.lr.is_nan()
+            || self.optim.lr <= 0.0
+            || !(0.0..1.0).contains(&self.optim.warmup_ratio)
+        {
             return Err("[optim] lr must be > 0 and warmup_ratio in [0, 1)".into());
         }
         if !matches!(self.model.dtype.as_str(), "bf16" | "f16" | "f32") {
