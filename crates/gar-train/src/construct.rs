@@ -75,6 +75,8 @@ impl Default for ConstructConfig {
 pub enum Reject {
     #[error("row has no image")]
     NoImage,
+    #[error("row has an empty mask list and no <PromptK> tags")]
+    NoRegions,
     #[error("image {0}×{1} is smaller than 10 pixels on a side")]
     TooSmall(u32, u32),
     #[error("mask {index} is {mw}×{mh}, the image {iw}×{ih}")]
@@ -265,6 +267,9 @@ fn path_a(
         .filter(|m| m.from == "gpt")
         .map(|m| m.value.as_str())
         .collect();
+    if selected.is_empty() {
+        return Err(Reject::NoRegions);
+    }
     if captions.len() < selected.len() {
         return Err(Reject::MissingCaption(captions.len(), selected.len()));
     }
@@ -400,4 +405,85 @@ pub fn construct_with_resampling(
         current = ch.randint(0, n) % n;
     }
     Err(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::choices::{Draw, ScriptedChoices};
+    use crate::data::Message;
+
+    fn aug(caption: &str, draws: Vec<Draw>) -> String {
+        let mut ch = ScriptedChoices::new(draws);
+        let q = prompt_aug(caption, &mut ch);
+        assert_eq!(ch.remaining(), 0);
+        q
+    }
+
+    #[test]
+    fn word_counts_round_half_to_even_like_python() {
+        let words = |n: usize| vec!["w"; n].join(" ");
+        let r = |v| Draw::Random { value: v };
+        let ri = |hi, v| Draw::Randint {
+            lo: 0,
+            hi,
+            value: v,
+        };
+        let about = Draw::Choice { n: 2, value: 0 };
+        assert_eq!(
+            aug(&words(25), vec![r(0.9), ri(14, 0), about.clone()]),
+            "Describe the masked region in about 20 words."
+        );
+        assert_eq!(
+            aug(&words(35), vec![r(0.9), ri(14, 0), about]),
+            "Describe the masked region in about 40 words."
+        );
+        assert_eq!(
+            aug(&words(7), vec![r(0.85), ri(14, 1)]),
+            "Describe the masked area in 7 words."
+        );
+        assert_eq!(
+            aug(&words(201), vec![r(0.99), ri(14, 1)]),
+            "Describe the masked area in more than 200 words."
+        );
+        assert_eq!(
+            aug("A. B! ? C", vec![r(0.7), ri(14, 0)]),
+            "Describe the masked region in 3 sentences."
+        );
+        assert_eq!(
+            aug(
+                "Only one",
+                vec![r(0.6), ri(14, 0), Draw::Choice { n: 3, value: 2 }]
+            ),
+            "Describe the masked region in 1 sentence."
+        );
+        assert_eq!(aug("x", vec![r(0.1), ri(29, 15)]), TEMPLATES[15]);
+        assert_eq!(
+            aug("x", vec![r(0.1), ri(29, 3)]),
+            "Can you describe the masked region in detail?"
+        );
+    }
+
+    #[test]
+    fn an_empty_mask_list_is_rejected_not_a_panic() {
+        let row = RawRow {
+            image: Some(image::RgbImage::new(20, 20)),
+            conversations: vec![
+                Message {
+                    from: "human".into(),
+                    value: "q".into(),
+                },
+                Message {
+                    from: "gpt".into(),
+                    value: "a".into(),
+                },
+            ],
+            masks: Some(Vec::new()),
+        };
+        let mut ch = crate::choices::SeededChoices::new(0);
+        assert_eq!(
+            construct(&row, &ConstructConfig::default(), &mut ch).err(),
+            Some(Reject::NoRegions)
+        );
+    }
 }

@@ -126,9 +126,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pycocotools_example_round_trips() {
-        // pycocotools.mask.encode of a 4×3 mask with pixels (row 1, col 0), (row 2, col 0), (row 1..3, col 2):
-        // column-major runs 1 zero, 2 ones, 4 zeros... computed by hand below and checked by decode.
+    fn hand_computed_runs_round_trip() {
+        // A 4×3 mask with pixels (row 1..2, col 0) and (row 1..3, col 2). Column-major it reads
+        // 0 1 1 0 | 0 0 0 0 | 0 1 1 1: runs 1 zero, 2 ones, 6 zeros, 3 ones.
         let mut m = GrayImage::new(3, 4);
         for (x, y) in [(0, 1), (0, 2), (2, 1), (2, 2), (2, 3)] {
             m.put_pixel(x, y, image::Luma([1]));

@@ -40,6 +40,7 @@ struct Expect {
 fn reject_name(r: &Reject) -> &'static str {
     match r {
         Reject::NoImage => "no_image",
+        Reject::NoRegions => "no_regions",
         Reject::TooSmall(..) => "too_small",
         Reject::MaskSize { .. } => "mask_size",
         Reject::EmptyMask(_) => "empty_mask",
