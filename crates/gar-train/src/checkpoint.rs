@@ -77,6 +77,16 @@ pub fn load<M: LossModel>(trainer: &mut Trainer<M>, dir: &Path) -> Result<()> {
             trainer.state.world_size
         );
     }
+    if state.seed != trainer.state.seed {
+        // The data order and every sample's random choices derive from the seed: resuming under
+        // another seed would silently train on a different stream.
+        candle_core::bail!(
+            "{} was written with seed {}, the config says {}",
+            dir.display(),
+            state.seed,
+            trainer.state.seed
+        );
+    }
     let device = trainer
         .model
         .vars()
