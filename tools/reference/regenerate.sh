@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every parity fixture under fixtures/ with the PyTorch reference, deterministically.
 #   tools/reference/regenerate.sh            # create/update the venv, regenerate everything, write SHA256SUMS
-#   tools/reference/regenerate.sh model ops  # only some steps (checkpoints model ops processor tokenizer smollm2 verify
+#   tools/reference/regenerate.sh model ops  # only some steps (checkpoints model ops processor tokenizer smollm2 verify train
 #                                            # chat sam; the last two are other generators sharing this venv)
 # Needs the benchmark data at ../shared/data (or GAR_SHARED_DATA=/path/to/shared/data) and PyPI access the first
 # time (venv creation). Running it twice gives byte-identical files (see README.md).
@@ -35,7 +35,7 @@ export PYTHONDONTWRITEBYTECODE=1 TQDM_DISABLE=1
 
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
-  steps=(checkpoints model ops processor tokenizer smollm2 verify)
+  steps=(checkpoints model ops processor tokenizer smollm2 verify train)
   # fixtures written by other generators that share this venv
   if [ -f "$HERE/make_chat_fixture.py" ]; then steps+=(chat); fi
   if [ -x "$HERE/sam/regenerate_sam.sh" ]; then steps+=(sam); fi
@@ -52,6 +52,8 @@ for s in "${steps[@]}"; do
     smollm2) "$VENV/bin/python" make_smollm2_fixture.py ;;
     verify) "$VENV/bin/python" verify_fixtures.py ;;
     chat) "$VENV/bin/python" make_chat_fixture.py ;;
+    train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py \
+      && "$VENV/bin/python" train/make_arrow_fixture.py ;;
     sam) "$HERE/sam/regenerate_sam.sh" ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
@@ -60,7 +62,7 @@ done
 # manifest of every file this script generates (sorted), so two runs can be compared byte for byte
 cd "$REPO"
 dirs=()
-for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat sam; do
+for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat sam train; do
   if [ -d "fixtures/$d" ]; then dirs+=("fixtures/$d"); fi
 done
 find "${dirs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum > fixtures/SHA256SUMS

@@ -5,4 +5,21 @@
 //! the training loop produce and consume it; sample encoding, the training forward and the loss turn it
 //! into a loss and gradients.
 
+pub mod accumulate;
+pub mod allreduce;
+pub mod checkpoint;
+pub mod choices;
+pub mod clip;
+pub mod config;
+pub mod construct;
 pub mod conversation;
+pub mod data;
+pub mod freeze;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod rle;
+pub mod sampler;
+pub mod schedule;
+pub mod trainer;

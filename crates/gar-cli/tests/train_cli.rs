@@ -1,0 +1,151 @@
+//! `gar train --config`: a short run on the Arrow fixture with the tiny stand-in model — log,
+//! checkpoints (pruned), resume, loss curve and HF-layout export; bad configs exit with code 3.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn gar_train(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gar"))
+        .args(["train", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, steps: usize, extra: &str) -> PathBuf {
+    let r = repo();
+    let text = format!(
+        "out_dir = \"run\"\nseed = 3\n[model]\nkind = \"tiny\"\ndir = \"{}\"\n[data]\narrow = [\"{}\"]\n\
+         [optim]\nlr = 0.05\n[loop]\nsteps = {steps}\naccumulation = 2\nsave_every = 2\nkeep = 2\n{extra}",
+        r.join("fixtures/checkpoints/tiny-pe-l").display(),
+        r.join("fixtures/train/arrow/dataset").display()
+    );
+    let p = dir.join("train.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn short_run_logs_checkpoints_resumes_and_exports() {
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = gar_train(&write_config(&dir, 6, ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.join("run");
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+    for key in ["loss", "lr", "grad_norm", "tokens_per_s"] {
+        assert!(
+            log.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].is_number()),
+            "{key}"
+        );
+    }
+    // keep = 2: checkpoints 4 and 6 remain.
+    assert!(!run.join("checkpoint-2").exists());
+    assert!(run.join("checkpoint-4/optimizer.safetensors").is_file());
+    assert!(run.join("checkpoint-6/state.json").is_file());
+    assert!(std::fs::read_to_string(run.join("loss.svg"))
+        .unwrap()
+        .contains("<polyline"));
+    let export = run.join("export");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        assert!(export.join(f).is_file(), "{f}");
+    }
+    let bytes = std::fs::read(export.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let weights: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    assert!(
+        weights.iter().any(|n| n == "mask_patch_embedding.weight"),
+        "{weights:?}"
+    );
+
+    // Longer run in the same folder resumes at step 6 and appends steps 7–8 only.
+    let out = gar_train(&write_config(&dir, 8, ""));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resumed from"));
+    let n = std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(n, 8);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_configs_exit_with_input_error() {
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for extra in ["micro_batch = 0\n", "[freeze]\nunknown_group = true\n"] {
+        let out = gar_train(&write_config(&dir, 2, extra));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{extra}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+    }
+    let out = gar_train(&dir.join("missing.toml"));
+    assert_eq!(out.status.code(), Some(3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lora_run_exports_merged_weights_only() {
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-lora-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = write_config(
+        &dir,
+        2,
+        "[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"layers.0\"]\n",
+    );
+    let out = gar_train(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.join("run/export/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("layers.0.weight")));
+    // The checkpoint keeps the adapters (resumable).
+    let ck = std::fs::read(dir.join("run/checkpoint-2/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&ck).unwrap();
+    assert!(st.names().iter().any(|n| n.ends_with(".lora_B")));
+    let bad = write_config(
+        &dir,
+        2,
+        "[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"nothing_matches\"]\n",
+    );
+    assert_eq!(gar_train(&bad).status.code(), Some(3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
