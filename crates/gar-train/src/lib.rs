@@ -6,3 +6,6 @@
 //! into a loss and gradients.
 
 pub mod conversation;
+pub mod encode;
+pub mod forward;
+pub mod loss;
