@@ -81,8 +81,23 @@ fn attention_block(
             .broadcast_add(&mask)?
             .reshape((b, nkv, rep * tq, tk))?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    // candle's fused softmax has no backward pass; when gradients are tracked (training) use the
+    // composed form, which autograd can differentiate. Inference keeps the fused kernel.
+    let probs = if scores.track_op() {
+        differentiable_softmax_last_dim(&scores)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    }
+    .to_dtype(v.dtype())?;
     probs.matmul(v)?.reshape((b, nh, tq, d))
+}
+
+/// `exp(x − max) / Σ exp(x − max)` over the last axis from differentiable ops (the max is a constant).
+pub fn differentiable_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(candle_core::D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let z = e.sum_keepdim(candle_core::D::Minus1)?;
+    e.broadcast_div(&z)
 }
 
 #[cfg(test)]

@@ -76,7 +76,15 @@ impl KvCache {
             .layers
             .get_mut(layer)
             .ok_or_else(|| candle_core::Error::msg(format!("kv cache has no layer {layer}")))?;
-        cache.append(&k.contiguous()?, &v.contiguous()?)
+        let first = cache.current_seq_len() == 0;
+        let stored = cache.append(&k.contiguous()?, &v.contiguous()?)?;
+        // The cache copies into its buffer in place, which autograd cannot see through. A training forward
+        // runs the whole sequence in one append, where the stored tensors equal the inputs: hand those back
+        // so gradients reach the keys and values.
+        if first && (k.track_op() || v.track_op()) {
+            return Ok((k.clone(), v.clone()));
+        }
+        Ok(stored)
     }
 
     /// Called by the decoder once every layer has appended `n` new positions.

@@ -111,6 +111,9 @@ impl LlamaRope {
         }
         let cos = self.cos.narrow(0, start, t)?.to_dtype(x.dtype())?;
         let sin = self.sin.narrow(0, start, t)?.to_dtype(x.dtype())?;
+        if x.track_op() {
+            return rope_half_differentiable(x, &cos, &sin);
+        }
         candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
     }
 }
@@ -136,12 +139,40 @@ impl VisionRope {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?.contiguous()?;
+        if xf.track_op() {
+            return rope_interleaved_differentiable(&xf, &self.cos, &self.sin)?.to_dtype(dtype);
+        }
         candle_nn::rotary_emb::rope_i(&xf, &self.cos, &self.sin)?.to_dtype(dtype)
     }
 }
 
 /// timm `RotaryEmbeddingCat` / `build_rotary_pos_embed(in_pixels=False)`; returns (cos, sin, N, head_dim/2)
 /// with angle `m` of patch `n` at `[n·half + m]`.
+/// The fused RoPE kernels have no backward pass. These compositions compute the same rotation from
+/// differentiable ops and are used only when gradients are tracked (training).
+///
+/// Half-split layout (Llama): `x = [x1 | x2]` → `[x1·cos − x2·sin | x2·cos + x1·sin]`; `x` is
+/// `(b, h, t, d)`, `cos`/`sin` are `(t, d/2)`.
+fn rope_half_differentiable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(3)? / 2;
+    let x1 = x.narrow(3, 0, half)?;
+    let x2 = x.narrow(3, half, half)?;
+    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    Tensor::cat(&[a, b], 3)
+}
+
+/// Interleaved layout (vision tower): pairs `(x[2i], x[2i+1])` rotate by angle i.
+fn rope_interleaved_differentiable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    let pairs = x.reshape((b, h, t, d / 2, 2))?;
+    let x0 = pairs.narrow(4, 0, 1)?.squeeze(4)?;
+    let x1 = pairs.narrow(4, 1, 1)?.squeeze(4)?;
+    let a = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+    let c = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+    Tensor::stack(&[a, c], 4)?.reshape((b, h, t, d))
+}
+
 pub fn vision_rope_table(cfg: &VisionConfig) -> (Vec<f32>, Vec<f32>, usize, usize) {
     let hd = cfg.head_dim();
     let bands_n = hd / 4;
