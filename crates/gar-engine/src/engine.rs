@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use gar_models::{GarModel, GarQuirks, GenerationConfig, KvCache, RegionBox, StopReason};
+use gar_models::{
+    GarModel, GarQuirks, GenerationConfig, KvCache, Quant, QuantReport, RegionBox, StopReason,
+};
 use gar_processor::{GarInputs, GarProcessor, ProcessorOptions, Region, Request, RgbImage};
 
 use crate::error::EngineError;
@@ -21,6 +23,8 @@ pub struct EngineOptions {
     pub device: Device,
     pub quirks: GarQuirks,
     pub processor: ProcessorOptions,
+    /// Weight-only quantization of the language model's linears (`Quant::None` = reference-exact).
+    pub quant: Quant,
 }
 
 impl Default for EngineOptions {
@@ -30,6 +34,7 @@ impl Default for EngineOptions {
             device: Device::Cpu,
             quirks: GarQuirks::default(),
             processor: ProcessorOptions::default(),
+            quant: Quant::None,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Engine {
     stop_tokens: Vec<u32>,
     dir: PathBuf,
     load_s: f64,
+    quant: Quant,
+    quant_report: QuantReport,
 }
 
 impl Engine {
@@ -76,7 +83,10 @@ impl Engine {
         let start = Instant::now();
         let processor = GarProcessor::from_dir_with_options(dir, options.processor)
             .map_err(EngineError::CheckpointFiles)?;
-        let model = GarModel::load(dir, options.dtype, &options.device, options.quirks)?;
+        let mut model = GarModel::load(dir, options.dtype, &options.device, options.quirks)?;
+        let quant_report = model
+            .quantize_language_model(options.quant)
+            .map_err(EngineError::Inference)?;
         let specials = processor.special_tokens();
         let vocab = model.config().text.vocab_size;
         if processor.tokenizer().get_vocab_size(true) > vocab {
@@ -100,6 +110,8 @@ impl Engine {
             stop_tokens,
             dir: dir.to_path_buf(),
             load_s: start.elapsed().as_secs_f64(),
+            quant: options.quant,
+            quant_report,
         })
     }
 
@@ -113,6 +125,11 @@ impl Engine {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The quantization requested at load and what it converted.
+    pub fn quantization(&self) -> (Quant, &QuantReport) {
+        (self.quant, &self.quant_report)
     }
 
     pub fn load_seconds(&self) -> f64 {

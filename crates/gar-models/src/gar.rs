@@ -165,6 +165,15 @@ impl GarModel {
         &self.projector
     }
 
+    /// Weight-only quantization of the language model's linears (see [`Llama::quantize`]); the vision tower and
+    /// projector stay dense (they run once per image, their cost is compute, not weight bandwidth).
+    pub fn quantize_language_model(
+        &mut self,
+        quant: crate::nn::quant::Quant,
+    ) -> Result<crate::nn::quant::QuantReport> {
+        self.language_model.quantize(quant)
+    }
+
     pub fn llama(&self) -> &Llama {
         &self.language_model
     }

@@ -50,6 +50,8 @@
 //! * [`GarQuirks`] (`roi_double_scale`, default `true` = reference behaviour), [`RegionBox`].
 //! * [`Llama`]: `new`, `embed`, `embed_ids`, `forward`, `logits`, `last_logits`, `new_cache`;
 //!   [`KvCache`] (`new`, `seq_len`, `reset`).
+//! * Weight-only quantization: [`Quant`] (`none`, `q8` = Q8_0, `q4` = Q4_K), applied after loading with
+//!   `GarModel::quantize_language_model` / `Llama::quantize` ([`QuantReport`] says what was converted).
 //! * [`generate()`] / [`generate_simple`] with [`GenerationConfig`] (max_new_tokens, stop_tokens, sampling),
 //!   [`GenerationOutput`], [`StopReason`]; [`Sampler`] / [`SamplingConfig`] (greedy default; temperature,
 //!   top-k, top-p, repetition penalty, seed).
@@ -84,4 +86,5 @@ pub use generate::{
 };
 pub use llama::Llama;
 pub use nn::kv_cache::KvCache;
+pub use nn::quant::{Quant, QuantReport};
 pub use sampling::{Sampler, SamplingConfig};

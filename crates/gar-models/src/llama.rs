@@ -17,6 +17,7 @@ use crate::config::LlamaConfig;
 use crate::nn::attention::attention;
 use crate::nn::kv_cache::KvCache;
 use crate::nn::norm::RmsNorm;
+use crate::nn::quant::{Quant, QuantReport};
 use crate::nn::rope::LlamaRope;
 use crate::nn::Linear;
 
@@ -233,6 +234,33 @@ impl Llama {
     pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let t = hidden.dim(1)?;
         self.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Quantizes the decoder's linear layers (attention and MLP projections, then the LM head) in place,
+    /// one at a time so only one dense weight is transient. The embedding table stays dense (it is gathered,
+    /// not multiplied); a tied LM head gets its own quantized copy. `Quant::None` changes nothing.
+    pub fn quantize(&mut self, quant: Quant) -> Result<QuantReport> {
+        let mut report = QuantReport::default();
+        if quant.is_none() {
+            return Ok(report);
+        }
+        for layer in &mut self.layers {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            for lin in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                report.record(lin.quantize(quant.candidates())?);
+            }
+        }
+        report.record(self.lm_head.quantize(quant.head_candidates())?);
+        Ok(report)
     }
 
     /// Width of the hidden states.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::{ArgMatches, Args, ValueEnum};
 use gar_engine::{Answer, Engine, EngineOptions};
-use gar_models::{GarQuirks, GenerationConfig, SamplingConfig};
+use gar_models::{GarQuirks, GenerationConfig, Quant, SamplingConfig};
 use gar_processor::{
     load_image, load_mask, Bos, CocoRle, LoadOptions, MaskResample, ProcessorOptions, Region,
     RgbImage,
@@ -34,6 +34,17 @@ pub struct ModelArgs {
     /// Where the model runs: `cpu`, or `cuda` / `cuda:N` in builds with the `cuda` feature.
     #[arg(long, env = "GAR_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Weight-only quantization of the language model's linears, done at load: `none` (reference-exact),
+    /// `q8` (Q8_0, ~8.5 bits/weight) or `q4` (Q4_K, ~4.5 bits/weight; LM head kept at Q8_0). Faster decode,
+    /// smaller memory, not token-exact (see docs/performance.md for measured agreement).
+    #[arg(long, env = "GAR_QUANT", default_value = "none")]
+    pub quant: String,
+}
+
+/// The `--quant` flag.
+pub fn parse_quant(spec: &str) -> Result<Quant> {
+    spec.parse::<Quant>()
+        .map_err(|e| anyhow::anyhow!("--quant: {e}"))
 }
 
 /// The `--device` flag as a candle device; a CUDA request in a CPU-only build is a clear error.
@@ -191,7 +202,7 @@ pub fn load_engine(model: &ModelArgs, process: &ProcessArgs) -> Result<Engine> {
             roi_double_scale: !process.fix_roi_scale,
         },
         processor: processor_options(process),
-        ..EngineOptions::default()
+        quant: parse_quant(&model.quant).map_err(|e| Failure::new(Kind::Input, e))?,
     };
     Engine::load(&dir, &options).map_err(|e| Failure::from_engine(e).into())
 }

@@ -88,7 +88,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 roi_double_scale: !args.process.fix_roi_scale,
             },
             processor: common::processor_options(&args.process),
-            ..EngineOptions::default()
+            quant: common::parse_quant(&args.model.quant)
+                .map_err(|e| Failure::new(Kind::Input, e))?,
         },
         sam_dir,
         limits: Limits {

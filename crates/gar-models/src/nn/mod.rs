@@ -5,17 +5,37 @@
 pub mod attention;
 pub mod kv_cache;
 pub mod norm;
+pub mod quant;
 pub mod rope;
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// `nn.Linear`: `y = x·Wᵀ (+ b)`, weight `(out, in)` under `<prefix>.weight`.
+/// `nn.Linear`: `y = x·Wᵀ (+ b)`, weight `(out, in)` under `<prefix>.weight`. After
+/// [`Linear::quantize`] the weight lives only in block-quantized form.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    quantized: Option<Arc<Quantized>>,
 }
+
+/// A block-quantized weight: the kernel wrapper for few rows (decode) and the tensor itself, dequantized per
+/// call for many rows (prefill, see [`DEQUANTIZE_ROWS`]).
+#[derive(Debug)]
+struct Quantized {
+    matmul: QMatMul,
+    tensor: Arc<QTensor>,
+}
+
+/// From this many input rows on (CPU), a quantized layer is dequantized into a transient dense weight and run
+/// through the GEMM: candle's quantized CPU kernels are dot-product loops that win when weight bandwidth
+/// bounds the step (decode, a few rows) but lose badly to the blocked GEMM at prefill sizes, where one
+/// dequantization (`out × in` work) is negligible next to the `rows × out × in` product.
+pub const DEQUANTIZE_ROWS: usize = 32;
 
 impl Linear {
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
@@ -25,16 +45,56 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            quantized: None,
+        })
     }
 
     /// A linear layer over an existing weight (used for a tied `lm_head`).
     pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            quantized: None,
+        }
     }
 
+    /// The dense weight `(out, in)`; after quantization, an empty placeholder of the same dtype.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
+    }
+
+    /// Replaces the dense weight by the first format of `formats` its width allows (block sizes must divide
+    /// the input width) and returns that format; `None` (layer left dense) when none fits or `formats` is
+    /// empty. The dense weight is released, so quantizing layer by layer keeps the peak near the dense size.
+    pub fn quantize(&mut self, formats: &[GgmlDType]) -> Result<Option<GgmlDType>> {
+        if self.quantized.is_some() {
+            candle_core::bail!("linear layer is already quantized");
+        }
+        let in_dim = self.weight.dim(1)?;
+        let Some(&format) = formats
+            .iter()
+            .find(|f| in_dim.is_multiple_of(f.block_size()))
+        else {
+            return Ok(None);
+        };
+        let tensor = Arc::new(QTensor::quantize(&self.weight, format)?);
+        self.quantized = Some(Arc::new(Quantized {
+            matmul: QMatMul::from_arc(tensor.clone())?,
+            tensor,
+        }));
+        let out_dim = self.weight.dim(0)?;
+        // Keep the shape queryable without holding the bytes: a zero-stride broadcast of one element.
+        self.weight = Tensor::zeros(1, self.weight.dtype(), self.weight.device())?
+            .reshape((1, 1))?
+            .broadcast_as((out_dim, in_dim))?;
+        Ok(Some(format))
     }
 }
 
@@ -46,7 +106,15 @@ impl Module for Linear {
             candle_core::bail!("linear layer applied to a scalar");
         };
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = match &self.quantized {
+            Some(q) if rows >= DEQUANTIZE_ROWS && x.device().is_cpu() => {
+                let w = q.tensor.dequantize(x.device())?.to_dtype(x.dtype())?;
+                x2.matmul(&w.t()?)?
+            }
+            Some(q) => quantized_matmul(&q.matmul, &x2)?,
+            None => x2.matmul(&self.weight.t()?)?,
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -55,5 +123,83 @@ impl Module for Linear {
         out_dims.pop();
         out_dims.push(self.weight.dim(0)?);
         y.reshape(out_dims)
+    }
+}
+
+/// `x · Wᵀ` against a block-quantized weight. candle's CPU kernels take f32/bf16/f16 rows and need them
+/// contiguous; the CUDA kernels are surest with f32, so other devices get f32 and the result is cast back.
+fn quantized_matmul(q: &QMatMul, x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    if x.device().is_cpu() || x.dtype() == DType::F32 {
+        return q.forward(&x);
+    }
+    q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let num = (a - b)?.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        let den = b.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        Ok((num / den).sqrt())
+    }
+
+    #[test]
+    fn quantized_linear_tracks_dense() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (96, 512), &dev)?;
+        let b = Tensor::randn(0f32, 1., 96, &dev)?;
+        let x = Tensor::randn(0f32, 1., (2, 3, 512), &dev)?;
+        let dense = Linear::from_weight(w.clone(), Some(b.clone()));
+        let want = dense.forward(&x)?;
+        // Q8_0 keeps ~2^-8 relative precision per block, Q4_K ~2^-4.
+        for (format, tol) in [(GgmlDType::Q8_0, 0.01f32), (GgmlDType::Q4K, 0.15)] {
+            // Both paths: few rows (quantized kernel) and many rows (dequantize + GEMM) must agree.
+            let mut qd = dense.clone();
+            qd.quantize(&[format])?;
+            let many = Tensor::randn(0f32, 1., (DEQUANTIZE_ROWS + 3, 512), &dev)?;
+            let (a, b2) = (qd.forward(&many)?, qd.forward(&many.narrow(0, 0, 2)?)?);
+            assert!(
+                rel_err(&a.narrow(0, 0, 2)?, &b2)? < 0.01,
+                "{format:?}: paths disagree"
+            );
+            let mut q = dense.clone();
+            assert_eq!(q.quantize(&[format])?, Some(format));
+            assert!(q.is_quantized());
+            let got = q.forward(&x)?;
+            assert_eq!(got.dims(), want.dims());
+            let e = rel_err(&got, &want)?;
+            assert!(e < tol && e > 0.0, "{format:?}: relative error {e}");
+            // bf16 activations (and bias, as a bf16 model holds it) go through the same kernels.
+            let mut q16 =
+                Linear::from_weight(w.to_dtype(DType::BF16)?, Some(b.to_dtype(DType::BF16)?));
+            q16.quantize(&[format])?;
+            let got16 = q16.forward(&x.to_dtype(DType::BF16)?)?;
+            assert_eq!(got16.dtype(), DType::BF16);
+            assert!(rel_err(&got16.to_dtype(DType::F32)?, &want)? < tol + 0.01);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn widths_without_a_fitting_block_fall_back() -> Result<()> {
+        let dev = Device::Cpu;
+        // 96 = 3 × 32: Q4_K (256) does not fit, Q4_0 (32) does.
+        let mut l = Linear::from_weight(Tensor::randn(0f32, 1., (8, 96), &dev)?, None);
+        let formats = quant::Quant::Q4.candidates();
+        assert_eq!(l.quantize(formats)?, Some(GgmlDType::Q4_0));
+        assert!(l.quantize(formats).is_err(), "quantizing twice must fail");
+        // 48 fits no block: the layer stays dense and exact.
+        let w = Tensor::randn(0f32, 1., (8, 48), &dev)?;
+        let mut l = Linear::from_weight(w.clone(), None);
+        assert_eq!(l.quantize(quant::Quant::Q8.candidates())?, None);
+        assert!(!l.is_quantized());
+        let x = Tensor::randn(0f32, 1., (4, 48), &dev)?;
+        let exact = x.matmul(&w.t()?)?;
+        assert_eq!(rel_err(&l.forward(&x)?, &exact)?, 0.0);
+        Ok(())
     }
 }
