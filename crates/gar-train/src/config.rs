@@ -76,6 +76,8 @@ pub struct ModelConfig {
     pub kind: String,
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Caps the tile grid of each sample (`kind = "gar"`); the checkpoint's `max_num_tiles` by default.
+    pub max_num_tiles: Option<usize>,
 }
 
 fn default_kind() -> String {

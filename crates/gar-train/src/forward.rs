@@ -141,9 +141,12 @@ pub fn run_logits(model: &GarModel, sample: &EncodedSample) -> Result<Tensor, Tr
     let pixels = Tensor::from_slice(&sample.pixel_values, (t, 3, side, side), dev)?;
     let labels = Tensor::from_slice(&sample.mask_labels, (t, side, side), dev)?;
     let features = model.encode_image(&pixels, Some(&labels))?;
+    // A region can be in the label map without crop tokens in the text (relation tags beyond
+    // prompt_numbers, §2.4): only the crop ids that occur are replayed, as the reference does.
     let regions: Vec<RegionBox> = sample
         .regions
         .iter()
+        .filter(|r| sample.input_ids.contains(&r.crop_token_id))
         .map(|r| RegionBox {
             crop_token_id: r.crop_token_id,
             bbox: r.bbox,

@@ -17,6 +17,7 @@ pub mod data;
 pub mod encode;
 pub mod forward;
 pub mod freeze;
+pub mod gar_loss;
 pub mod lora;
 pub mod loss;
 pub mod model;

@@ -1,9 +1,9 @@
 //! `gar train --config train.toml`: the training loop with progress bar, JSONL log, checkpoints
 //! (resumable), a loss-curve SVG and the final export in the HF GAR layout.
 //!
-//! The loop is generic over `gar_train::model::LossModel`; `build_and_train` picks the model. Until
-//! the GAR training forward is merged, `kind = "gar"` reports that and `kind = "tiny"` runs the
-//! small stand-in model (smoke tests of data, loop, checkpoints and export).
+//! The loop is generic over `gar_train::model::LossModel`: `kind = "gar"` trains the checkpoint
+//! through the GAR training forward (f32), `kind = "tiny"` a small stand-in model (fast smoke tests
+//! of data, loop, checkpoints and export).
 
 use crate::exit::{Failure, Kind};
 use anyhow::{bail, Context};
@@ -13,6 +13,8 @@ use gar_train::checkpoint;
 use gar_train::config::TrainConfig;
 use gar_train::construct::ConstructConfig;
 use gar_train::data::{arrow::ArrowSource, jsonl::JsonlSource, Concat, RowSource};
+use gar_train::encode::EncodeOptions;
+use gar_train::gar_loss::GarLossModel;
 use gar_train::lora::Lora;
 use gar_train::model::{LossModel, TinyModel};
 use gar_train::optim::AdamWConfig;
@@ -40,7 +42,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             let model = TinyModel::new(cfg.seed, dtype, &device)?;
             let (model, frozen) = match &cfg.lora {
                 Some(l) => {
-                    let lora = Lora::new(l, &model.vars(), cfg.seed).map_err(|e| Failure::new(Kind::Input, e))?;
+                    let lora = Lora::new(l, &model.vars(), cfg.seed)
+                        .map_err(|e| Failure::new(Kind::Input, e))?;
                     let frozen = lora.targeted();
                     (model.with_lora(lora), frozen)
                 }
@@ -48,11 +51,32 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             };
             train(model, frozen, &cfg, source, reducer)
         }
-        // Swap point: `TrainModel::load(dir, dtype, &device)` once the training forward is merged.
-        _ => bail!(
-            "model kind \"gar\" needs the GAR training forward, which this build does not contain yet; \
-             use kind = \"tiny\" for a smoke run"
-        ),
+        "gar" => {
+            let Some(dir) = &cfg.model.dir else {
+                bail!("[model] dir is required with kind = \"gar\"")
+            };
+            if cfg.lora.is_some() {
+                return Err(input(anyhow::anyhow!(
+                    "[lora] is not wired into the GAR forward yet (it works with kind = \"tiny\"); \
+                     use [freeze] switches for a reduced-memory run"
+                ))
+                .into());
+            }
+            if dtype != DType::F32 {
+                eprintln!(
+                    "note: the GAR training forward runs in f32 in this build ([model] dtype = {:?} is ignored)",
+                    cfg.model.dtype
+                );
+            }
+            let options = EncodeOptions {
+                max_num_tiles: cfg.model.max_num_tiles,
+                ..EncodeOptions::default()
+            };
+            let model = GarLossModel::load(dir, options, &device)
+                .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
+            train(model, Vec::new(), &cfg, source, reducer)
+        }
+        other => bail!("[model] kind = {other:?}: expected \"gar\" or \"tiny\""),
     }
 }
 
