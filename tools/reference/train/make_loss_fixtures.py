@@ -71,7 +71,7 @@ def run_case(name: str, ckpt: str, inputs: dict):
         "untouched": [k for k, p in sorted(params.items()) if p.grad is None],
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"{name}: loss {float(loss):.7f}, {len(grads)} gradients", file=sys.stderr)
+    print(f"{name}: loss {loss.item():.7f}, {len(grads)} gradients", file=sys.stderr)
 
 
 def main():
