@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every parity fixture under fixtures/ with the PyTorch reference, deterministically.
 #   tools/reference/regenerate.sh            # create/update the venv, regenerate everything, write SHA256SUMS
-#   tools/reference/regenerate.sh model ops  # only some steps (checkpoints model ops processor tokenizer smollm2 verify train
+#   tools/reference/regenerate.sh model ops  # only some steps (checkpoints model ops processor tokenizer smollm2 verify train trainloss
 #                                            # chat sam; the last two are other generators sharing this venv)
 # Needs the benchmark data at ../shared/data (or GAR_SHARED_DATA=/path/to/shared/data) and PyPI access the first
 # time (venv creation). Running it twice gives byte-identical files (see README.md).
@@ -35,7 +35,7 @@ export PYTHONDONTWRITEBYTECODE=1 TQDM_DISABLE=1
 
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
-  steps=(checkpoints model ops processor tokenizer smollm2 verify train)
+  steps=(checkpoints model ops processor tokenizer smollm2 verify train trainloss)
   # fixtures written by other generators that share this venv
   if [ -f "$HERE/make_chat_fixture.py" ]; then steps+=(chat); fi
   if [ -x "$HERE/sam/regenerate_sam.sh" ]; then steps+=(sam); fi
@@ -55,6 +55,12 @@ for s in "${steps[@]}"; do
     train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py \
       && "$VENV/bin/python" train/make_arrow_fixture.py ;;
     sam) "$HERE/sam/regenerate_sam.sh" ;;
+    trainloss)
+      # The encoded inputs come from the Rust encoder (see fixtures/train/loss/GENERATED_BY.md).
+      dump="$(mktemp -d)"
+      (cd "$REPO" && GAR_DUMP_TRAIN_INPUTS="$dump" cargo test -q -p gar-train --test train_parity dump_encoded_inputs)
+      "$VENV/bin/python" train/make_loss_fixtures.py "$dump"
+      rm -rf "$dump" ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done

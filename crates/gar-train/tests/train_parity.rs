@@ -1,0 +1,256 @@
+//! PyTorch parity of the training loss and of every parameter gradient (training.md §8), on the tiny
+//! checkpoints. `fixtures/train/loss/<case>/` holds the reference loss and gradients that
+//! `tools/reference/train/make_loss_fixtures.py` computed with transformers + timm + torchvision on the
+//! inputs this test encodes (written by running it with `GAR_DUMP_TRAIN_INPUTS=<dir>`). The encoding is
+//! checked here against the ids, labels and pixel checksums recorded in the fixture, so a drift of the
+//! encoder is reported as such and not as a gradient mismatch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use gar_train::conversation::{crop_marker, RegionMask, SampleSpec, Turn};
+use gar_train::encode::{encode, training_processor, EncodeOptions, EncodedSample};
+use gar_train::forward::TrainModel;
+use image::{GrayImage, Luma, Rgb, RgbImage};
+
+const LOSS_REL_TOL: f64 = 1e-5;
+/// Per tensor, max|ours − ref| / max|ref|. The f32 reference is itself only this good: the same
+/// PyTorch computation in f64 differs from it by up to 1.8e-4 (pe-g, projector bias; 9.4e-5 on pe-l),
+/// because the tiny random checkpoints have large logits (loss 137–267) and the vision gradients sum
+/// over thousands of tokens. 5e-4 leaves room for that floor; a wrong formula shows as ≥ 1e-2.
+const GRAD_REL_TOL: f64 = 5e-4;
+
+/// Two tiles (thumbnail + one grid tile): the tiny models run the backward pass in seconds.
+const OPTS: EncodeOptions = EncodeOptions {
+    mask_resample: gar_train::encode::TrainMaskResample::Bicubic,
+    max_num_tiles: Some(1),
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A deterministic 120×80 picture (generated, so the test needs no data outside the repository)
+/// with a rectangle and a disc as regions.
+fn picture() -> (RgbImage, GrayImage, GrayImage) {
+    let (w, h) = (120u32, 80u32);
+    let image = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (x * 3 + y) as u8,
+            (y * 5 % 256) as u8,
+            ((x * y / 7) % 256) as u8,
+        ])
+    });
+    let rect = GrayImage::from_fn(w, h, |x, y| {
+        Luma([u8::from((12..50).contains(&x) && (10..44).contains(&y)) * 255])
+    });
+    let disc = GrayImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as i32 - 88, y as i32 - 50);
+        Luma([u8::from(dx * dx + dy * dy < 260) * 255])
+    });
+    (image, rect, disc)
+}
+
+fn spec(case: &str) -> SampleSpec {
+    let (image, rect, disc) = picture();
+    match case {
+        "single" => SampleSpec {
+            image,
+            regions: vec![RegionMask {
+                prompt_index: 0,
+                mask: rect,
+            }],
+            turns: vec![Turn {
+                user: format!(
+                    "<image>\nThere are some objects I am curious about: <Prompt0>; \n<Prompt0>: {}\n\nDescribe <Prompt0>.",
+                    crop_marker(0)
+                ),
+                assistant: "A striped red box with a dark edge.".into(),
+            }],
+        },
+        "two" => SampleSpec {
+            image,
+            regions: vec![
+                RegionMask {
+                    prompt_index: 2,
+                    mask: rect,
+                },
+                RegionMask {
+                    prompt_index: 0,
+                    mask: disc,
+                },
+            ],
+            turns: vec![
+                Turn {
+                    user: format!(
+                        "<image>\nThere are some objects I am curious about: <Prompt2>; <Prompt0>; \n<Prompt2>: {}\n<Prompt0>: {}\n\nWhich is left?",
+                        crop_marker(2),
+                        crop_marker(0)
+                    ),
+                    assistant: "<Prompt2> is left of <Prompt0>.".into(),
+                },
+                Turn {
+                    user: "And the colour?".into(),
+                    assistant: "Both are green.".into(),
+                },
+            ],
+        },
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// (fixture folder, checkpoint, sample).
+const CASES: [(&str, &str, &str); 2] = [
+    ("pe-l_single", "tiny-pe-l", "single"),
+    ("pe-g_two", "tiny-pe-g", "two"),
+];
+
+fn encoded(ckpt: &str, case: &str) -> EncodedSample {
+    let proc = training_processor(repo().join("fixtures/checkpoints").join(ckpt), OPTS).unwrap();
+    encode(&spec(case), &proc, OPTS).unwrap()
+}
+
+/// The encoded inputs as the Python reference reads them.
+fn dump_inputs(s: &EncodedSample, path: &Path) -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let t = s.num_tiles;
+    let side = ((s.pixel_values.len() / (t * 3)) as f64).sqrt() as usize;
+    let ids: Vec<i64> = s.input_ids.iter().map(|&i| i64::from(i)).collect();
+    let boxes: Vec<f64> = s.regions.iter().flat_map(|r| r.bbox).collect();
+    let crops: Vec<i64> = s
+        .regions
+        .iter()
+        .map(|r| i64::from(r.crop_token_id))
+        .collect();
+    let (ncw, nch) = s.aspect_ratio;
+    let mut m: HashMap<String, Tensor> = HashMap::new();
+    m.insert("input_ids".into(), Tensor::new(ids, &dev)?);
+    m.insert("labels".into(), Tensor::new(s.labels.clone(), &dev)?);
+    m.insert(
+        "pixel_values".into(),
+        Tensor::from_slice(&s.pixel_values, (t, 3, side, side), &dev)?,
+    );
+    m.insert(
+        "mask_labels".into(),
+        Tensor::from_slice(&s.mask_labels, (t, side, side), &dev)?,
+    );
+    m.insert(
+        "boxes".into(),
+        Tensor::from_vec(boxes, (s.regions.len(), 4), &dev)?,
+    );
+    m.insert("crop_token_ids".into(), Tensor::new(crops, &dev)?);
+    m.insert(
+        "aspect_ratio".into(),
+        Tensor::new(&[i64::from(ncw), i64::from(nch)], &dev)?,
+    );
+    candle_core::safetensors::save(&m, path)
+}
+
+/// Writes every case's encoded inputs when `GAR_DUMP_TRAIN_INPUTS` names a folder (the first step of
+/// the fixture generator); does nothing otherwise.
+#[test]
+fn dump_encoded_inputs_for_the_reference() {
+    let Ok(dir) = std::env::var("GAR_DUMP_TRAIN_INPUTS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, ckpt, case) in CASES {
+        let s = encoded(ckpt, case);
+        dump_inputs(&s, &Path::new(&dir).join(format!("{name}.safetensors"))).unwrap();
+    }
+}
+
+fn check_case(name: &str, ckpt: &str, case: &str) {
+    let dir = repo().join("fixtures/train/loss").join(name);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let s = encoded(ckpt, case);
+
+    // The inputs are those the reference ran on.
+    let ids: Vec<u32> = serde_json::from_value(meta["input_ids"].clone()).unwrap();
+    let labels: Vec<i64> = serde_json::from_value(meta["labels"].clone()).unwrap();
+    assert_eq!(
+        s.input_ids, ids,
+        "{name}: input_ids drifted from the fixture"
+    );
+    assert_eq!(s.labels, labels, "{name}: labels drifted from the fixture");
+    let pix_sum: f64 = s.pixel_values.iter().map(|&v| f64::from(v)).sum();
+    let pix_abs: f64 = s.pixel_values.iter().map(|&v| f64::from(v).abs()).sum();
+    let lab_sum: u64 = s.mask_labels.iter().map(|&v| u64::from(v)).sum();
+    let want_sum = meta["pixel_sum"].as_f64().unwrap();
+    let want_abs = meta["pixel_abs_sum"].as_f64().unwrap();
+    assert!(
+        (pix_sum - want_sum).abs() <= 1e-6 * want_abs,
+        "{name}: pixels {pix_sum} vs {want_sum}"
+    );
+    assert!(
+        (pix_abs - want_abs).abs() <= 1e-6 * want_abs,
+        "{name}: |pixels| {pix_abs} vs {want_abs}"
+    );
+    assert_eq!(lab_sum, meta["mask_label_sum"].as_u64().unwrap(), "{name}");
+
+    let dev = Device::Cpu;
+    let model = TrainModel::load(repo().join("fixtures/checkpoints").join(ckpt), &dev).unwrap();
+    let out = model.loss(&s).unwrap();
+    let loss = f64::from(out.loss.to_scalar::<f32>().unwrap());
+    let want_loss = meta["loss"].as_f64().unwrap();
+    let loss_rel = (loss - want_loss).abs() / want_loss.abs();
+    println!("{name}: loss {loss:.7} vs reference {want_loss:.7} (relative {loss_rel:.2e})");
+    assert!(loss_rel < LOSS_REL_TOL, "{name}: loss relative {loss_rel}");
+
+    let grads = out.loss.backward().unwrap();
+    let ours = model.gradients(&grads).unwrap();
+    let reference = candle_core::safetensors::load(dir.join("grads.safetensors"), &dev).unwrap();
+    assert_eq!(
+        ours.len(),
+        reference.len(),
+        "{name}: every checkpoint tensor has a reference gradient"
+    );
+    let mut worst = (0f64, String::new());
+    let mut failures = Vec::new();
+    for (key, g) in &ours {
+        let r = reference
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: no reference gradient for {key}"));
+        assert_eq!(g.dims(), r.dims(), "{name}: {key} shape");
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let r: Vec<f32> = r.flatten_all().unwrap().to_vec1().unwrap();
+        let max_ref = r.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+        let max_diff = g
+            .iter()
+            .zip(&r)
+            .fold(0f64, |m, (&a, &b)| m.max(f64::from(a - b).abs()));
+        // A tensor the loss does not reach has an all-zero reference: ours must be zero too.
+        let rel = if max_ref > 0.0 {
+            max_diff / max_ref
+        } else {
+            max_diff
+        };
+        if rel > worst.0 {
+            worst = (rel, key.clone());
+        }
+        if rel >= GRAD_REL_TOL {
+            failures.push(format!("{key}: {rel:.2e} (max|ref| {max_ref:.2e})"));
+        }
+    }
+    println!(
+        "{name}: {} gradients, worst max|diff|/max|ref| {:.2e} at {}",
+        ours.len(),
+        worst.0,
+        worst.1
+    );
+    assert!(failures.is_empty(), "{name}: gradients off: {failures:#?}");
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch_tiny_pe_l_single_region() {
+    let (n, c, s) = CASES[0];
+    check_case(n, c, s);
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch_tiny_pe_g_two_regions() {
+    let (n, c, s) = CASES[1];
+    check_case(n, c, s);
+}
