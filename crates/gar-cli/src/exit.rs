@@ -40,6 +40,18 @@ impl Failure {
     pub fn from_engine(error: EngineError) -> Self {
         Self::new(Kind::of_engine(&error), error)
     }
+
+    /// SAM errors by whose problem it is: the prompt/image (3) or the checkpoint (4). The message
+    /// is flattened so the `error:` line does not repeat its sources.
+    pub fn from_sam(error: gar_sam::SamError) -> Self {
+        use gar_sam::SamError;
+        let kind = match &error {
+            SamError::Prompt(_) | SamError::Image { .. } => Kind::Input,
+            SamError::Candle(_) => Kind::Runtime,
+            _ => Kind::Checkpoint,
+        };
+        Self::new(kind, anyhow::anyhow!("{error}"))
+    }
 }
 
 impl std::fmt::Display for Failure {

@@ -399,17 +399,7 @@ impl GarProcessor {
     /// Renders the conversation with the checkpoint's chat template (`add_generation_prompt=True`).
     pub(crate) fn render(&self, first_text: &str, request: &Request) -> Result<String> {
         let messages = conversation(first_text, request);
-        let c = &self.tokenizer_config;
-        let mut special: Vec<(&str, &str)> = vec![
-            ("bos_token", c.bos_token.as_str()),
-            ("eos_token", c.eos_token.as_str()),
-        ];
-        if let Some(p) = &c.pad_token {
-            special.push(("pad_token", p));
-        }
-        if let Some(u) = &c.unk_token {
-            special.push(("unk_token", u));
-        }
+        let special = self.tokenizer_config.template_specials();
         self.template.render(&messages, true, &special)
     }
 

@@ -47,6 +47,22 @@ fn token_str(v: Option<&Value>) -> Option<String> {
 }
 
 impl TokenizerConfig {
+    /// The special tokens the chat template sees as variables (`bos_token`, `eos_token`, and
+    /// `pad_token` / `unk_token` when configured).
+    pub fn template_specials(&self) -> Vec<(&str, &str)> {
+        let mut special = vec![
+            ("bos_token", self.bos_token.as_str()),
+            ("eos_token", self.eos_token.as_str()),
+        ];
+        if let Some(p) = &self.pad_token {
+            special.push(("pad_token", p.as_str()));
+        }
+        if let Some(u) = &self.unk_token {
+            special.push(("unk_token", u.as_str()));
+        }
+        special
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let v = read_json(path)?;
         let d = Self::default();

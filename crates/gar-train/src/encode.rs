@@ -242,17 +242,7 @@ fn render_conversation(
             "content": [{"type": "text", "text": turn.assistant}],
         }));
     }
-    let c = processor.tokenizer_config();
-    let mut special: Vec<(&str, &str)> = vec![
-        ("bos_token", c.bos_token.as_str()),
-        ("eos_token", c.eos_token.as_str()),
-    ];
-    if let Some(p) = &c.pad_token {
-        special.push(("pad_token", p));
-    }
-    if let Some(u) = &c.unk_token {
-        special.push(("unk_token", u));
-    }
+    let special = processor.tokenizer_config().template_specials();
     Ok(processor
         .chat_template()
         .render(&messages, false, &special)?)

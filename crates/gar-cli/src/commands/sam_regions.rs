@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use gar_processor::{BinaryMask, Region, RgbImage};
-use gar_sam::{resolve_sam, Prompt, Sam, SamError, SamPredictor};
+use gar_sam::{resolve_sam, Prompt, Sam, SamPredictor};
 use serde::Serialize;
 
 use crate::exit::{Failure, Kind};
@@ -36,16 +36,6 @@ pub struct SamChoice {
     pub area: usize,
 }
 
-/// Exit code by whose problem it is, as `gar segment` classifies it.
-fn classify(e: SamError) -> Failure {
-    let kind = match &e {
-        SamError::Prompt(_) | SamError::Image { .. } => Kind::Input,
-        SamError::Candle(_) => Kind::Runtime,
-        _ => Kind::Checkpoint,
-    };
-    Failure::new(kind, anyhow!("{e}"))
-}
-
 /// Checks every prompt against the image before anything is loaded (a bad click is exit 3).
 pub fn validate(prompts: &[(usize, &Prompt)], image: &RgbImage) -> Result<()> {
     for (index, prompt) in prompts {
@@ -62,15 +52,15 @@ pub fn segment_all(
     image: &RgbImage,
     prompts: &[(usize, &Prompt)],
 ) -> Result<Vec<(Region, SamChoice)>> {
-    let dir = resolve_sam(&args.sam, &args.sam_revision).map_err(classify)?;
+    let dir = resolve_sam(&args.sam, &args.sam_revision).map_err(Failure::from_sam)?;
     let device = Device::cuda_if_available(0).unwrap_or(Device::Cpu);
-    let sam = Sam::load(&dir, &device).map_err(classify)?;
+    let sam = Sam::load(&dir, &device).map_err(Failure::from_sam)?;
     let mut predictor = SamPredictor::new(sam);
     let rgb = image::RgbImage::from_raw(image.width(), image.height(), image.as_raw().to_vec())
         .context("decoded image buffer has the wrong size")?;
     let mut out = Vec::with_capacity(prompts.len());
     for (_, prompt) in prompts {
-        let seg = predictor.segment(&rgb, prompt).map_err(classify)?;
+        let seg = predictor.segment(&rgb, prompt).map_err(Failure::from_sam)?;
         let mask = seg.mask();
         let choice = SamChoice {
             score: seg.score(),

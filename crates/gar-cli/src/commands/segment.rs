@@ -61,17 +61,6 @@ pub struct SegmentArgs {
     cpu: bool,
 }
 
-/// Exit code by whose problem it is: the prompt/image (3) or the checkpoint (4). The message is
-/// flattened so the `error:` line does not repeat its sources.
-fn classify(e: SamError) -> Failure {
-    let kind = match &e {
-        SamError::Prompt(_) | SamError::Image { .. } => Kind::Input,
-        SamError::Candle(_) => Kind::Runtime,
-        _ => Kind::Checkpoint,
-    };
-    Failure::new(kind, anyhow!("{e}"))
-}
-
 fn build_prompt(args: &SegmentArgs) -> Result<Prompt, SamError> {
     let mut prompt = Prompt::default();
     for p in &args.points {
@@ -93,7 +82,7 @@ fn build_prompt(args: &SegmentArgs) -> Result<Prompt, SamError> {
 
 pub fn run(args: SegmentArgs) -> Result<()> {
     // Cheap checks first: a typo in a prompt should not cost a checkpoint load.
-    let prompt = build_prompt(&args).map_err(classify)?;
+    let prompt = build_prompt(&args).map_err(Failure::from_sam)?;
     let image = load_image(&args.image, &LoadOptions::default()).map_err(|e| {
         let msg = format!("cannot load image {}: {e}", args.image.display());
         Failure::new(Kind::Input, anyhow!(msg))
@@ -102,27 +91,33 @@ pub fn run(args: SegmentArgs) -> Result<()> {
         .context("decoded image buffer has the wrong size")?;
     prompt
         .validate(rgb.width() as usize, rgb.height() as usize)
-        .map_err(classify)?;
+        .map_err(Failure::from_sam)?;
 
     let t0 = Instant::now();
-    let dir = resolve_sam(&args.sam, &args.sam_revision).map_err(classify)?;
+    let dir = resolve_sam(&args.sam, &args.sam_revision).map_err(Failure::from_sam)?;
     let device = if args.cpu {
         Device::Cpu
     } else {
         Device::cuda_if_available(0).unwrap_or(Device::Cpu)
     };
-    let sam = Sam::load(&dir, &device).map_err(classify)?;
+    let sam = Sam::load(&dir, &device).map_err(Failure::from_sam)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let mut predictor = SamPredictor::new(sam);
     let t1 = Instant::now();
-    let emb = predictor.embedding(&rgb).map_err(classify)?;
+    let emb = predictor.embedding(&rgb).map_err(Failure::from_sam)?;
     let encoder_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
-    let pred = predictor.sam().decode(&emb, &prompt).map_err(classify)?;
+    let pred = predictor
+        .sam()
+        .decode(&emb, &prompt)
+        .map_err(Failure::from_sam)?;
     let decoder_ms = t2.elapsed().as_secs_f64() * 1e3;
     let best = pred.best();
-    let mask = predictor.sam().mask(&emb, &pred, best).map_err(classify)?;
+    let mask = predictor
+        .sam()
+        .mask(&emb, &pred, best)
+        .map_err(Failure::from_sam)?;
 
     mask.to_image()
         .save_with_format(&args.out, image::ImageFormat::Png)

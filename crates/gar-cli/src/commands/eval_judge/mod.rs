@@ -177,26 +177,16 @@ pub fn run(a: JudgeArgs) -> Result<()> {
         "parse_failures": scored.parse_failures,
         "result": scored,
     });
-    std::fs::write(
-        a.out.join("judge_summary.json"),
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{summary}")?;
-    } else {
-        writeln!(
-            out,
-            "ferret-bench: {} reviews ({} requests, {} from the cache), score {} ({} unparsable) → {}",
-            jobs.len(),
-            stats.requests,
-            stats.cache_hits,
-            scored.score,
-            scored.parse_failures,
-            reviews.display()
-        )?;
-    }
-    Ok(())
+    let line = format!(
+        "ferret-bench: {} reviews ({} requests, {} from the cache), score {} ({} unparsable) → {}",
+        jobs.len(),
+        stats.requests,
+        stats.cache_hits,
+        scored.score,
+        scored.parse_failures,
+        reviews.display()
+    );
+    finish(&a.out, a.json, &summary, &line)
 }
 
 fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
@@ -249,28 +239,18 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         "avg": scored.avg,
         "result": scored,
     });
-    std::fs::write(
-        a.out.join("judge_summary.json"),
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{summary}")?;
-    } else {
-        writeln!(
-            out,
-            "dlc-bench (Llama protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
-            inputs.objects.len(),
-            scored.pos,
-            scored.neg,
-            scored.avg,
-            stats.requests,
-            stats.cache_hits,
-            imported_count,
-            path.display()
-        )?;
-    }
-    Ok(())
+    let line = format!(
+        "dlc-bench (Llama protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
+        inputs.objects.len(),
+        scored.pos,
+        scored.neg,
+        scored.avg,
+        stats.requests,
+        stats.cache_hits,
+        imported_count,
+        path.display()
+    );
+    finish(&a.out, a.json, &summary, &line)
 }
 
 /// `question_id` as text (the files mix numbers and strings).
@@ -386,26 +366,16 @@ fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSpl
         "total": scored.total,
         "result": scored,
     });
-    std::fs::write(
-        a.out.join("judge_summary.json"),
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{summary}")?;
-    } else {
-        writeln!(
-            out,
-            "{}: {}/{} True ({} requests, {} from the cache) → {}",
-            scored.bench,
-            scored.correct,
-            scored.total,
-            stats.requests,
-            stats.cache_hits,
-            path.display()
-        )?;
-    }
-    Ok(())
+    let line = format!(
+        "{}: {}/{} True ({} requests, {} from the cache) → {}",
+        scored.bench,
+        scored.correct,
+        scored.total,
+        stats.requests,
+        stats.cache_hits,
+        path.display()
+    );
+    finish(&a.out, a.json, &summary, &line)
 }
 
 /// The OpenAI chat body of a judge request (`model` is set by the client). Text parts are sent
@@ -455,4 +425,20 @@ fn chat_body(
         "temperature": r.temperature,
         "max_tokens": max_tokens.unwrap_or(r.max_tokens),
     }))
+}
+
+/// Writes `judge_summary.json` into the judge folder and prints the summary: the JSON object with
+/// `--json`, else the one-line `line`.
+fn finish(out_dir: &Path, json: bool, summary: &serde_json::Value, line: &str) -> Result<()> {
+    std::fs::write(
+        out_dir.join("judge_summary.json"),
+        serde_json::to_string_pretty(summary)? + "\n",
+    )?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{summary}")?;
+    } else {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
