@@ -68,7 +68,7 @@ done
 # manifest of every file this script generates (sorted), so two runs can be compared byte for byte
 cd "$REPO"
 dirs=()
-for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat sam train; do
+for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat sam train eval; do
   if [ -d "fixtures/$d" ]; then dirs+=("fixtures/$d"); fi
 done
 find "${dirs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum > fixtures/SHA256SUMS

@@ -1,13 +1,12 @@
 //! `gar eval run` / `gar eval merge` end to end with the tiny checkpoint on the items of
-//! ../shared/data whose images exist: every benchmark with images, resume after a kill and after
-//! a torn last line, 2 shards merged == one unsharded run (byte-equal files), and a run against
+//! ../shared/data whose images exist: every benchmark with images, resume after an interruption
+//! (GAR_EVAL_STOP_AFTER) and after a torn last line, 2 shards merged == one unsharded run (byte-equal files), and a run against
 //! a real `gar serve` (--endpoint) giving the in-process predictions.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -172,33 +171,31 @@ fn missing_images_name_the_file_or_are_skipped_and_counted() {
 }
 
 #[test]
-fn resume_after_a_kill_or_a_torn_line_equals_an_uninterrupted_run() {
+fn resume_after_an_interruption_or_a_torn_line_equals_an_uninterrupted_run() {
     let Some(data) = shared_data() else { return };
     let whole = tmp("whole");
     ok(&gar(&run_args("gar-bench-vqa", &data, 3, &whole)));
     let files = ["items.jsonl", "predictions.json", "score.json", "run.json"];
 
-    // Killed once the first item is on disk.
+    // Stopped (GAR_EVAL_STOP_AFTER: exit 75 right after the first item is on disk) — the state a
+    // kill leaves, reached without racing a timer.
     let killed = tmp("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gar"))
+    let stopped = Command::new(env!("CARGO_BIN_EXE_gar"))
         .args(run_args("gar-bench-vqa", &data, 3, &killed))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("GAR_EVAL_STOP_AFTER", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .unwrap();
+    assert_eq!(stopped.code(), Some(75), "the run stopped early");
     let jsonl = killed.join("items.jsonl");
-    loop {
-        let lines = std::fs::read_to_string(&jsonl)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if lines >= 1 || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(
+        !killed.join("predictions.json").exists(),
+        "an interrupted run writes no predictions"
+    );
     let before = std::fs::read_to_string(&jsonl).unwrap().lines().count();
+    assert_eq!(before, 1, "exactly one item finished before the stop");
     let summary = ok(&gar(&run_args("gar-bench-vqa", &data, 3, &killed)));
     assert_eq!(summary["already_done"], before);
     assert_eq!(
@@ -289,44 +286,6 @@ fn two_shards_merged_equal_one_unsharded_run() {
     assert!(String::from_utf8_lossy(&res.stderr).contains("shard 1/2 is missing"));
     for d in shard_dirs.into_iter().chain([whole, merged]) {
         let _ = std::fs::remove_dir_all(d);
-    }
-}
-
-/// `gar serve` on a free port; killed on drop.
-pub struct Server {
-    child: Child,
-    pub url: String,
-}
-
-impl Server {
-    pub fn start(model: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gar"))
-            .args(["serve", "--model", model, "--port", "0", "--max-tiles", "1"])
-            .env("HF_HUB_OFFLINE", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gar serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut url = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(u) = line.strip_prefix("gar serve: listening on ") {
-                url = Some(u.trim().to_string());
-                break;
-            }
-        }
-        Server {
-            child,
-            url: url.expect("gar serve printed its address"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

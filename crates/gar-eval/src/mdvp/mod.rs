@@ -255,7 +255,8 @@ pub fn read_questions(data_dir: &Path) -> Result<BTreeMap<String, Vec<QuestionIt
 pub const NOTE: &str = "The published MDVP-Bench numbers are not comparable: the reference transfer.py writes all 364 \
 per-region pairs into every domain's answer/prediction files and eval_gpt.py zips them with the domain's 10 questions, \
 so each domain was judged on the same first 10 regions (one Android screenshot) next to unrelated images. \
-Regroup regions per question (gar eval score --bench mdvp-bench) and judge those instead.";
+Here regions are regrouped per question (`<Region k>: …`) and each question is judged with its own image \
+(gar eval judge --bench mdvp-bench).";
 
 /// What regrouping found, per phase (no judge needed).
 #[derive(Debug, Clone, Serialize)]

@@ -20,6 +20,9 @@ pub struct ReviewReplay {
     pub scores: BTreeMap<String, f64>,
     /// Natural, OCR (mean of doc and spotting), Multi-Panel, Screenshot (mean of android and web).
     pub groups: BTreeMap<String, f64>,
+    /// Every judged question pooled: `model / (gt + 1e-6) × 100` over all reviews.
+    pub overall: crate::ferret::Relative,
+    pub overall_score: f64,
     pub parse_failures: usize,
     pub comparable_to_published: bool,
     pub note: &'static str,
@@ -55,7 +58,10 @@ pub fn replay_reviews(path: &Path) -> Result<ReviewReplay> {
             groups.insert(name.to_string(), py_round(v, 1));
         }
     }
+    let overall = crate::ferret::relative(&pairs.all(), 1e-6);
     Ok(ReviewReplay {
+        overall_score: py_round(overall.ratio, 2),
+        overall,
         bench: "mdvp-bench",
         protocol: "gpt-4o-2024-11-20 reviews with painted boxes; score = model/(GT+1e-6) × 100",
         domains,
@@ -88,6 +94,14 @@ impl ReviewReplay {
                 .iter()
                 .map(|(g, v)| Row::new(g.clone(), Some(*v), "group")),
         );
+        rows.push(Row::new(
+            "overall",
+            Some(self.overall_score),
+            format!(
+                "model {} / GT {} ({} reviews, all domains pooled)",
+                self.overall.model_mean, self.overall.gt_mean, self.overall.reviews
+            ),
+        ));
         Report {
             title: "MDVP-Bench (judge reviews)".into(),
             metric: "relative score (model / GT × 100)".into(),
@@ -127,5 +141,8 @@ mod tests {
         assert_eq!(r.groups["OCR"], 125.0); // mean(100, 150)
         assert_eq!(r.groups["Screenshot"], 75.0); // mean(50, 100)
         assert!(!r.groups.contains_key("Multi-Panel"));
+        // Pooled: GT (8+6+5+4+8-1)/6 = 5.0, model (6+6+5+6+4-1)/6 = 4.333.
+        assert_eq!((r.overall.gt_mean, r.overall.model_mean), (5.0, 4.333));
+        assert_eq!(r.overall_score, 86.66);
     }
 }

@@ -1,7 +1,9 @@
-//! DLC-Bench with the reference's text-only Llama judge protocol (`eval_llama_without_image.py`):
-//! per object, the recognition question then qa.json's questions, each about the caption alone.
-//! The judged file has the reference's `gar_*_eval.json` shape, and is scored by the same code as
-//! `gar eval replay --bench dlc-bench`.
+//! DLC-Bench with the reference's judge protocols: per object, the recognition question then
+//! qa.json's questions. Llama (`eval_llama_without_image.py`): each about the caption alone.
+//! GPT (`eval_gpt_with_image.py`): "The image:", the focal crop of the object, "The mask of the
+//! image:", the same crop of its mask (PNG, `data:image/jpeg` prefix), then the prompt. The judged
+//! file has the reference's `gar_*_eval.json` / `gar_*_eval_gpt.json` shape, and is scored by the
+//! same code as `gar eval replay --bench dlc-bench` (choice parsing, recognition clipping).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,16 +19,21 @@ pub struct Object {
     pub caption: String,
     pub questions: Vec<dlc::Question>,
     pub requests: Vec<gar_eval::judge::JudgeRequest>,
+    /// The reference's `prompt_item` of each question (what its judged file stores, and what
+    /// `--import` matches on).
+    pub prompts: Vec<String>,
 }
 
 pub struct Inputs {
+    pub protocol: Protocol,
+    pub root: PathBuf,
     pub objects: Vec<Object>,
     pub qa_path: PathBuf,
     pub qa: Vec<(String, Vec<dlc::Question>)>,
 }
 
 /// Reads `{ann_id: caption}` predictions and builds every request, in the reference's order.
-pub fn inputs(predictions: &Path, root: &Path) -> Result<Inputs> {
+pub fn inputs(predictions: &Path, root: &Path, protocol: Protocol) -> Result<Inputs> {
     let ann = root.join("evaluation/DLC-Bench/annotations");
     let qa_path = ann.join("qa.json");
     let qa = dlc::read_qa(&qa_path)?;
@@ -53,23 +60,67 @@ pub fn inputs(predictions: &Path, root: &Path) -> Result<Inputs> {
             .find(|(k, _)| k == &key)
             .map(|(_, q)| q.as_slice())
             .with_context(|| format!("{key} has no questions in qa.json"))?;
-        let questions = prompts::dlc_questions(Protocol::Llama, class, own);
+        let questions = prompts::dlc_questions(protocol, class, own);
         let requests = questions
             .iter()
-            .map(|q| prompts::dlc_request(Protocol::Llama, &caption, q))
+            .map(|q| prompts::dlc_request(protocol, &caption, q))
+            .collect();
+        let prompts = questions
+            .iter()
+            .map(|q| prompts::dlc_prompt(protocol, &caption, q))
             .collect();
         objects.push(Object {
             key,
             caption,
             questions,
             requests,
+            prompts,
         });
     }
     Ok(Inputs {
+        protocol,
+        root: root.to_path_buf(),
         objects,
         qa_path,
         qa,
     })
+}
+
+/// The GPT protocol's pictures of one object: its image (`images/<file_name>` of
+/// annotations.json) and its mask, cropped around the mask as the reference does.
+pub fn renderer(inputs: &Inputs, object: &Object) -> Result<super::garbench::Renderer> {
+    let dir = inputs.root.join("evaluation/DLC-Bench");
+    let path = dir.join("annotations/annotations.json");
+    let annotations = dlc::read_annotations(&path)?;
+    let ann = annotations
+        .annotations
+        .iter()
+        .find(|a| a.id.to_string() == object.key)
+        .with_context(|| format!("{}: no annotation {}", path.display(), object.key))?;
+    let info = annotations
+        .images
+        .iter()
+        .find(|i| i.id == ann.image_id)
+        .with_context(|| format!("{}: no image {}", path.display(), ann.image_id))?;
+    let image = dir.join("images").join(&info.file_name);
+    let r = super::garbench::Renderer::from_parts(&image, vec![ann.segmentation.clone()])?;
+    let mask = (
+        ann.segmentation.width() as u32,
+        ann.segmentation.height() as u32,
+    );
+    if r.size() != mask {
+        // The reference asserts the same.
+        return Err(anyhow!(
+            "{}: the image is {}x{} but the mask of {} is {}x{}",
+            image.display(),
+            r.size().0,
+            r.size().1,
+            object.key,
+            mask.0,
+            mask.1
+        ));
+    }
+    Ok(r)
 }
 
 /// Replies of an earlier judge run in the reference format (`gar_*_eval.json`), by prompt text:
@@ -99,11 +150,14 @@ pub fn judged(
     replies: &[Vec<String>],
     out: &Path,
 ) -> Result<(PathBuf, dlc::DlcReplay)> {
-    let path = out.join("dlc_eval.json");
+    let path = out.join(match inputs.protocol {
+        Protocol::Llama => "dlc_eval.json",
+        Protocol::Gpt => "dlc_eval_gpt.json",
+    });
     let mut file = Map::new();
     let mut objects = Vec::new();
     for (o, r) in inputs.objects.iter().zip(replies) {
-        let prompts: Vec<String> = o.requests.iter().map(|q| q.user_text()).collect();
+        let prompts = o.prompts.clone();
         let detail = |kind: QuestionKind| -> Vec<Value> {
             o.questions
                 .iter()

@@ -76,6 +76,15 @@ fn garbench_request(prompt: &str, masks: usize) -> JudgeRequest {
     gar_eval::prompts::gar_bench_request(prompt, masks)
 }
 
+/// Decodes an image file to RGB by content (the benchmarks' ".png" files are often JPEGs), as
+/// PIL does.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let decoded = gar_processor::load_image(path, &gar_processor::LoadOptions::default())
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    RgbImage::from_raw(decoded.width(), decoded.height(), decoded.into_raw())
+        .context("decoded image buffer size")
+}
+
 /// Renders the named images of one item.
 pub struct Renderer {
     image: RgbImage,
@@ -84,16 +93,23 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(item: &Item) -> Result<Self> {
-        // The benchmark's ".png" files are often JPEGs: decode by content, as PIL does.
-        let decoded =
-            gar_processor::load_image(&item.image, &gar_processor::LoadOptions::default())
-                .with_context(|| format!("cannot open image {}", item.image.display()))?;
-        let image = RgbImage::from_raw(decoded.width(), decoded.height(), decoded.into_raw())
-            .context("decoded image buffer size")?;
-        Ok(Self {
-            image,
-            masks: item.masks.clone(),
-        })
+        Self::from_parts(&item.image, item.masks.clone())
+    }
+
+    /// An image file and its masks (DLC-Bench's GPT judge crops the same way).
+    pub fn from_parts(path: &Path, masks: Vec<CocoRle>) -> Result<Self> {
+        let image = load_rgb(path)?;
+        Ok(Self { image, masks })
+    }
+
+    /// The image's (width, height).
+    pub fn size(&self) -> (u32, u32) {
+        self.image.dimensions()
+    }
+
+    /// The `image_url` object of the picture `which` names (no `detail`, as the reference).
+    pub fn image_url(&self, which: ImageRef) -> Result<Value> {
+        Ok(serde_json::json!({ "url": self.render(which)? }))
     }
 
     /// A data URL of the picture `which` names.

@@ -3,13 +3,15 @@
 //! scores it with the same code as `gar eval replay`. User documentation: docs/eval.md.
 //!
 //! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
-//! the question's image, for vision judges such as `gar serve`, which needs one image per chat)
-//! DLC-Bench with the text-only Llama protocol, and the GAR-Bench captions (image, focal crops
-//! and mask crops rendered here). Not yet: DLC-Bench's GPT protocol and MDVP's painted boxes.
+//! the question's image, for vision judges such as `gar serve`, which needs one image per chat),
+//! DLC-Bench with the text-only Llama protocol or the GPT protocol (focal crop + mask crop), the
+//! GAR-Bench captions (image, focal crops and mask crops rendered here) and MDVP-Bench with the
+//! corrected per-question protocol (painted boxes).
 
 mod client;
 mod dlc;
 mod garbench;
+mod mdvp;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use base64::Engine as _;
 use clap::Args;
 use gar_eval::ferret::{self, ModelOutput};
 use gar_eval::garbench::CaptionSplit;
-use gar_eval::judge::{JudgeRequest, Part};
+use gar_eval::judge::{ImageRef, JudgeRequest, Part};
 use serde_json::{json, Value};
 
 use super::eval::Benchmark;
@@ -57,6 +59,11 @@ pub struct JudgeArgs {
     /// Ferret-Bench: attach the question's image to the (text-only) review request.
     #[arg(long)]
     with_image: bool,
+    /// DLC-Bench judge protocol: `llama` (eval_llama_without_image.py, caption text only) or
+    /// `gpt` (eval_gpt_with_image.py: the focal crop of the image and of the mask, then the text;
+    /// needs evaluation/DLC-Bench/images/).
+    #[arg(long, value_enum, default_value = "llama")]
+    protocol: DlcProtocol,
     /// Output folder: judge_cache.jsonl (reply cache), the judged file, summary.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -73,17 +80,24 @@ pub struct JudgeArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DlcProtocol {
+    Llama,
+    Gpt,
+}
+
 fn input(e: anyhow::Error) -> anyhow::Error {
     Failure::new(Kind::Input, e).into()
 }
 
 pub fn run(a: JudgeArgs) -> Result<()> {
-    if matches!(a.bench, Benchmark::GarBenchVqa | Benchmark::MdvpBench) {
+    if a.bench == Benchmark::GarBenchVqa {
         bail!(input(anyhow!(
-            "gar eval judge supports ferret-bench, dlc-bench (Llama protocol), gar-bench-simple and \
-             gar-bench-detailed; GAR-Bench-VQA needs no judge (`gar eval score`), MDVP-Bench's \
-             painted-box judge is not implemented (see docs/eval.md)"
+            "GAR-Bench-VQA needs no judge: score it with `gar eval score --bench gar-bench-vqa`"
         )));
+    }
+    if a.protocol == DlcProtocol::Gpt && a.bench != Benchmark::DlcBench {
+        bail!(input(anyhow!("--protocol applies to dlc-bench only")));
     }
     let key = ["GAR_JUDGE_API_KEY", "OPENAI_API_KEY"]
         .iter()
@@ -104,6 +118,9 @@ pub fn run(a: JudgeArgs) -> Result<()> {
     };
     if a.bench == Benchmark::DlcBench {
         return judge_dlc(&a, &config);
+    }
+    if a.bench == Benchmark::MdvpBench {
+        return judge_mdvp(&a, &config);
     }
     if let Some(split) = match a.bench {
         Benchmark::GarBenchSimple => Some(CaptionSplit::Simple),
@@ -190,7 +207,11 @@ pub fn run(a: JudgeArgs) -> Result<()> {
 }
 
 fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
-    let inputs = dlc::inputs(&a.predictions, &a.root).map_err(input)?;
+    let protocol = match a.protocol {
+        DlcProtocol::Llama => gar_eval::dlc::Protocol::Llama,
+        DlcProtocol::Gpt => gar_eval::dlc::Protocol::Gpt,
+    };
+    let inputs = dlc::inputs(&a.predictions, &a.root, protocol).map_err(input)?;
     let imported = a
         .import
         .as_deref()
@@ -202,13 +223,31 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
     let mut bodies = Vec::new();
     for (o, object) in inputs.objects.iter().enumerate() {
         let mut row = Vec::new();
+        // The GPT protocol's two crops, rendered once per object and only if something is asked.
+        let mut renderer: Option<garbench::Renderer> = None;
         for (q, request) in object.requests.iter().enumerate() {
             let known = imported
                 .as_ref()
-                .and_then(|m| m.get(&request.user_text()).cloned());
+                .and_then(|m| m.get(&object.prompts[q]).cloned());
             if known.is_none() {
                 pending.push((o, q));
-                bodies.push(chat_body(request, None, a.max_tokens, None)?);
+                let body = match protocol {
+                    gar_eval::dlc::Protocol::Llama => chat_body(request, None, a.max_tokens, None)?,
+                    gar_eval::dlc::Protocol::Gpt => {
+                        if renderer.is_none() {
+                            renderer = Some(dlc::renderer(&inputs, object).map_err(input)?);
+                        }
+                        let r = renderer.as_ref().expect("set above");
+                        let mut body =
+                            chat_body(request, None, a.max_tokens, Some(&|i| r.image_url(i)))?;
+                        // eval_gpt_with_image.py also sends these (their API defaults).
+                        body["top_p"] = json!(1);
+                        body["frequency_penalty"] = json!(0);
+                        body["presence_penalty"] = json!(0);
+                        body
+                    }
+                };
+                bodies.push(body);
             }
             row.push(known);
         }
@@ -224,9 +263,13 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         .map(|row| row.into_iter().map(Option::unwrap_or_default).collect())
         .collect();
     let (path, scored) = dlc::judged(&inputs, &replies, &a.out)?;
+    let protocol_name = match a.protocol {
+        DlcProtocol::Llama => "llama",
+        DlcProtocol::Gpt => "gpt",
+    };
     let summary = json!({
         "bench": "dlc-bench",
-        "protocol": "llama",
+        "protocol": protocol_name,
         "objects": inputs.objects.len(),
         "questions": replies.iter().map(Vec::len).sum::<usize>(),
         "imported": imported_count,
@@ -240,7 +283,7 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         "result": scored,
     });
     let line = format!(
-        "dlc-bench (Llama protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
+        "dlc-bench ({protocol_name} protocol): {} objects, pos {} neg {} avg {} ({} requests, {} cached, {} imported) → {}",
         inputs.objects.len(),
         scored.pos,
         scored.neg,
@@ -248,6 +291,94 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         stats.requests,
         stats.cache_hits,
         imported_count,
+        path.display()
+    );
+    finish(&a.out, a.json, &summary, &line)
+}
+
+/// MDVP-Bench, corrected protocol: one review per question (its regions regrouped), per domain.
+fn judge_mdvp(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
+    let jobs = mdvp::jobs(&a.predictions, &a.root).map_err(input)?;
+    let imported = a
+        .import
+        .as_deref()
+        .map(mdvp::import)
+        .transpose()
+        .map_err(input)?;
+    let mut replies: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| {
+            imported
+                .as_ref()
+                .and_then(|m| m.get(&mdvp::import_key(j)).cloned())
+        })
+        .collect();
+    let imported_count = replies.iter().filter(|r| r.is_some()).count();
+    let pending: Vec<usize> = (0..jobs.len()).filter(|&i| replies[i].is_none()).collect();
+    let bodies: Vec<Value> = pending
+        .iter()
+        .map(|&i| {
+            let job = &jobs[i];
+            let render = |which: ImageRef| match which {
+                ImageRef::PaintedBoxes => mdvp::painted_image_url(job).map_err(input),
+                other => bail!("MDVP-Bench has no {other:?} image"),
+            };
+            chat_body(&job.request, None, a.max_tokens, Some(&render))
+        })
+        .collect::<Result<_>>()?;
+    let (answers, stats) = client::ask_all(config, &bodies, a.json)?;
+    for (i, reply) in pending.into_iter().zip(answers) {
+        replies[i] = Some(reply);
+    }
+    let replies: Vec<String> = replies.into_iter().map(Option::unwrap_or_default).collect();
+    let (path, scored) = mdvp::judged(&jobs, &replies, &a.out)?;
+    let report = scored.report();
+    std::fs::write(a.out.join("summary.md"), report.to_markdown())
+        .with_context(|| format!("cannot write {}", a.out.join("summary.md").display()))?;
+    let mut domains = serde_json::Map::new();
+    for (phase, r) in &scored.domains {
+        domains.insert(
+            phase.clone(),
+            json!({
+                "questions": r.reviews,
+                "score": scored.scores.get(phase),
+                "gt_mean": r.gt_mean,
+                "model_mean": r.model_mean,
+            }),
+        );
+    }
+    let summary = json!({
+        "bench": "mdvp-bench",
+        "protocol": "per-question (regions regrouped as <Region k>: …), painted boxes, score = model/(GT+1e-6) × 100",
+        "questions": jobs.len(),
+        "regions": jobs.iter().map(|j| j.grouped.regions).sum::<usize>(),
+        "imported": imported_count,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "reviews": path,
+        "domains": domains,
+        "groups": scored.groups,
+        "overall": scored.overall_score,
+        "parse_failures": scored.parse_failures,
+        "comparable_to_published": false,
+        "note": gar_eval::mdvp::NOTE,
+        "result": scored,
+    });
+    let per_domain: Vec<String> = scored
+        .scores
+        .iter()
+        .map(|(p, v)| format!("{} {v}", gar_eval::mdvp::domain(p)))
+        .collect();
+    let line = format!(
+        "mdvp-bench: {} questions ({} requests, {} from the cache, {} imported), {}; overall {} ({} unparsable) → {}",
+        jobs.len(),
+        stats.requests,
+        stats.cache_hits,
+        imported_count,
+        per_domain.join(", "),
+        scored.overall_score,
+        scored.parse_failures,
         path.display()
     );
     finish(&a.out, a.json, &summary, &line)
@@ -349,7 +480,7 @@ fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSpl
             &item.request,
             None,
             a.max_tokens,
-            Some(&renderer),
+            Some(&|i| renderer.image_url(i)),
         )?);
     }
     let (replies, stats) = client::ask_all(config, &bodies, a.json)?;
@@ -378,6 +509,10 @@ fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSpl
     finish(&a.out, a.json, &summary, &line)
 }
 
+/// Draws a named judge image: the `image_url` object (`url`, and `detail` where the reference
+/// sets one).
+type Render<'a> = &'a dyn Fn(ImageRef) -> Result<Value>;
+
 /// The OpenAI chat body of a judge request (`model` is set by the client). Text parts are sent
 /// as they are; `image` (if any) goes first in the user message; named images are drawn by
 /// `renderer`.
@@ -385,7 +520,7 @@ fn chat_body(
     r: &JudgeRequest,
     image: Option<&Path>,
     max_tokens: Option<u32>,
-    renderer: Option<&garbench::Renderer>,
+    renderer: Option<Render>,
 ) -> Result<Value> {
     let mut content: Vec<Value> = Vec::new();
     if let Some(path) = image {
@@ -409,8 +544,9 @@ fn chat_body(
         match part {
             Part::Text { text } => content.push(json!({"type": "text", "text": text})),
             Part::Image { image } => match renderer {
-                Some(r) => content
-                    .push(json!({"type": "image_url", "image_url": {"url": r.render(*image)?}})),
+                Some(render) => {
+                    content.push(json!({"type": "image_url", "image_url": render(*image)?}))
+                }
                 None => bail!("rendering judge image {image:?} is not implemented"),
             },
         }

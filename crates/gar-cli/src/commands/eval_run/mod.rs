@@ -208,13 +208,19 @@ pub fn run(a: RunArgs) -> Result<()> {
         let mut answerer = Answerer::new(&a)?;
         let mut appender = store::Appender::open(&jsonl)?;
         let bar = progress_bar(todo.len() as u64, already, a.json);
-        for (index, item) in &todo {
+        let stop_after = stop_after()?;
+        for (n, (index, item)) in todo.iter().enumerate() {
             let record = answerer
                 .answer(&a, *index, item)
                 .with_context(|| format!("item {} ({})", item.id, item.image.display()))?;
             appender.append(&record)?;
             done.insert(*index, record);
             bar.inc(1);
+            if stop_after == Some(n + 1) {
+                // The state a kill leaves behind, reached deterministically (tests).
+                bar.finish_and_clear();
+                std::process::exit(STOPPED_EXIT);
+            }
         }
         bar.finish_and_clear();
     }
@@ -253,6 +259,22 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         s
     })
+}
+
+/// Exit code of a run stopped by `GAR_EVAL_STOP_AFTER`.
+pub const STOPPED_EXIT: i32 = 75;
+
+/// `GAR_EVAL_STOP_AFTER=N` (a test hook): exit with [`STOPPED_EXIT`] right after the N-th item
+/// computed by this process is on disk, leaving the folder as an interrupted run.
+fn stop_after() -> Result<Option<usize>> {
+    match std::env::var("GAR_EVAL_STOP_AFTER") {
+        Ok(v) => {
+            v.trim().parse::<usize>().map(Some).map_err(|_| {
+                input_error(anyhow::anyhow!("GAR_EVAL_STOP_AFTER={v}: expected a count"))
+            })
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 fn check_or_write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
