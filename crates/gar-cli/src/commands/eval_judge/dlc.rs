@@ -27,6 +27,8 @@ pub struct Object {
 pub struct Inputs {
     pub protocol: Protocol,
     pub root: PathBuf,
+    /// annotations.json, read on the first crop (the GPT protocol only).
+    annotations: std::cell::OnceCell<dlc::Annotations>,
     pub objects: Vec<Object>,
     pub qa_path: PathBuf,
     pub qa: Vec<(String, Vec<dlc::Question>)>,
@@ -80,6 +82,7 @@ pub fn inputs(predictions: &Path, root: &Path, protocol: Protocol) -> Result<Inp
     Ok(Inputs {
         protocol,
         root: root.to_path_buf(),
+        annotations: std::cell::OnceCell::new(),
         objects,
         qa_path,
         qa,
@@ -91,7 +94,10 @@ pub fn inputs(predictions: &Path, root: &Path, protocol: Protocol) -> Result<Inp
 pub fn renderer(inputs: &Inputs, object: &Object) -> Result<super::garbench::Renderer> {
     let dir = inputs.root.join("evaluation/DLC-Bench");
     let path = dir.join("annotations/annotations.json");
-    let annotations = dlc::read_annotations(&path)?;
+    if inputs.annotations.get().is_none() {
+        let _ = inputs.annotations.set(dlc::read_annotations(&path)?);
+    }
+    let annotations = inputs.annotations.get().expect("set above");
     let ann = annotations
         .annotations
         .iter()
