@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -289,44 +288,6 @@ fn two_shards_merged_equal_one_unsharded_run() {
     assert!(String::from_utf8_lossy(&res.stderr).contains("shard 1/2 is missing"));
     for d in shard_dirs.into_iter().chain([whole, merged]) {
         let _ = std::fs::remove_dir_all(d);
-    }
-}
-
-/// `gar serve` on a free port; killed on drop.
-pub struct Server {
-    child: Child,
-    pub url: String,
-}
-
-impl Server {
-    pub fn start(model: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gar"))
-            .args(["serve", "--model", model, "--port", "0", "--max-tiles", "1"])
-            .env("HF_HUB_OFFLINE", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gar serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut url = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(u) = line.strip_prefix("gar serve: listening on ") {
-                url = Some(u.trim().to_string());
-                break;
-            }
-        }
-        Server {
-            child,
-            url: url.expect("gar serve printed its address"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

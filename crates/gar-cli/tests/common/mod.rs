@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -135,5 +136,43 @@ pub fn expected_tokens(meta: &serde_json::Value) -> Vec<u64> {
     match meta["eot_index"].as_u64() {
         Some(i) => all[..i as usize].to_vec(),
         None => all,
+    }
+}
+
+/// `gar serve` on a free port; killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(model: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gar"))
+            .args(["serve", "--model", model, "--port", "0", "--max-tiles", "1"])
+            .env("HF_HUB_OFFLINE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gar serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut url = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(u) = line.strip_prefix("gar serve: listening on ") {
+                url = Some(u.trim().to_string());
+                break;
+            }
+        }
+        Server {
+            child,
+            url: url.expect("gar serve printed its address"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
