@@ -38,6 +38,7 @@ if [ ${#steps[@]} -eq 0 ]; then
   steps=(checkpoints model ops processor tokenizer smollm2 verify train trainloss)
   # fixtures written by other generators that share this venv
   if [ -f "$HERE/make_chat_fixture.py" ]; then steps+=(chat); fi
+  steps+=(multi_image)
   if [ -x "$HERE/sam/regenerate_sam.sh" ]; then steps+=(sam); fi
 fi
 cd "$HERE"
@@ -52,6 +53,7 @@ for s in "${steps[@]}"; do
     smollm2) "$VENV/bin/python" make_smollm2_fixture.py ;;
     verify) "$VENV/bin/python" verify_fixtures.py ;;
     chat) "$VENV/bin/python" make_chat_fixture.py ;;
+    multi_image) "$VENV/bin/python" make_multi_image_fixture.py ;;
     train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py \
       && "$VENV/bin/python" train/make_arrow_fixture.py ;;
     sam) "$HERE/sam/regenerate_sam.sh" ;;
@@ -68,7 +70,7 @@ done
 # manifest of every file this script generates (sorted), so two runs can be compared byte for byte
 cd "$REPO"
 dirs=()
-for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat sam train eval; do
+for d in checkpoints model ops processor tokenizer-llama3 smollm2 chat multi_image sam train eval; do
   if [ -d "fixtures/$d" ]; then dirs+=("fixtures/$d"); fi
 done
 find "${dirs[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum > fixtures/SHA256SUMS

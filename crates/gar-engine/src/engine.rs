@@ -154,6 +154,15 @@ impl Engine {
         Ok(self.processor.process(image, regions, request)?)
     }
 
+    /// Runs the processor on several images without regions (PLM multi-image prompt).
+    pub fn prepare_images(
+        &self,
+        images: &[RgbImage],
+        request: &Request,
+    ) -> Result<GarInputs, EngineError> {
+        Ok(self.processor.process_images(images, request)?)
+    }
+
     /// Answers a single request from scratch (no cache reuse).
     pub fn answer(
         &self,
@@ -166,20 +175,34 @@ impl Engine {
         let mut chat = Chat::new(self, image.clone(), regions.to_vec(), request.clone());
         chat.respond(generation, on_text)
     }
+
+    /// Answers a request about several images (no regions) from scratch.
+    pub fn answer_images(
+        &self,
+        images: &[RgbImage],
+        request: &Request,
+        generation: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Answer, EngineError> {
+        let mut chat = Chat::with_images(self, images.to_vec(), request.clone())?;
+        chat.respond(generation, on_text)
+    }
 }
 
-/// Image features of one image + region set, computed once per chat.
+/// Image features of the chat's images + region set, computed once per chat.
 struct EncodedImage {
     features: Tensor,
     aspect_ratio: (usize, usize),
     regions: Vec<RegionBox>,
 }
 
-/// A conversation about one image and its regions. The vision tower runs once; each turn prefills
-/// only the tokens after the longest prefix already in the KV cache.
+/// A conversation about one image and its regions (or several images without regions). The vision
+/// tower runs once; each turn prefills only the tokens after the longest prefix already in the KV
+/// cache.
 pub struct Chat<'e> {
     engine: &'e Engine,
-    image: RgbImage,
+    /// Never empty; regions refer to the first image and are only allowed with one.
+    images: Vec<RgbImage>,
     regions: Vec<Region>,
     request: Request,
     encoded: Option<EncodedImage>,
@@ -199,7 +222,7 @@ impl<'e> Chat<'e> {
     ) -> Self {
         Self {
             engine,
-            image,
+            images: vec![image],
             regions,
             request,
             encoded: None,
@@ -207,6 +230,21 @@ impl<'e> Chat<'e> {
             cached_ids: Vec::new(),
             last_answer: None,
         }
+    }
+
+    /// A chat whose first user message shows several images (in order) and no regions.
+    pub fn with_images(
+        engine: &'e Engine,
+        images: Vec<RgbImage>,
+        request: Request,
+    ) -> Result<Self, EngineError> {
+        let mut rest = images.into_iter();
+        let Some(first) = rest.next() else {
+            return Err(EngineError::Usage("a chat needs at least one image".into()));
+        };
+        let mut chat = Self::new(engine, first, Vec::new(), request);
+        chat.images.extend(rest);
+        Ok(chat)
     }
 
     /// Adds the next user message after the last answer. Call [`Chat::respond`] to answer it.
@@ -238,7 +276,11 @@ impl<'e> Chat<'e> {
         };
 
         let t = Instant::now();
-        let inputs = engine.prepare(&self.image, &self.regions, &self.request)?;
+        let inputs = if self.images.len() == 1 {
+            engine.prepare(&self.images[0], &self.regions, &self.request)?
+        } else {
+            engine.prepare_images(&self.images, &self.request)?
+        };
         timings.preprocess_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();

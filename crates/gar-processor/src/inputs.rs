@@ -48,11 +48,13 @@ pub struct RegionInput {
 pub struct GarInputs {
     /// Side of a square tile (448).
     pub tile_size: usize,
-    /// T = 1 + ncw·nch (thumbnail first).
+    /// T = 1 + ncw·nch (thumbnail first); with several images, the sum over images.
     pub num_tiles: usize,
-    /// `(ncw, nch)`: grid columns and rows.
+    /// Tiles of each image in message order (one entry for a single image).
+    pub image_tiles: Vec<usize>,
+    /// `(ncw, nch)`: grid columns and rows (of the first image, the one regions refer to).
     pub aspect_ratio: (u32, u32),
-    /// T × 3 × tile × tile uint8 tiles (CHW): thumbnail, then grid tiles row-major.
+    /// T × 3 × tile × tile uint8 tiles (CHW): thumbnail, then grid tiles row-major; image after image.
     pub tiles_u8: Vec<u8>,
     /// Same layout, `(u8 − mean) / std` in float32 (`(u8 − 127.5) / 127.5` for GAR).
     pub pixel_values: Vec<f32>,

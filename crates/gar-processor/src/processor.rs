@@ -184,7 +184,7 @@ impl GarProcessor {
             Prompt::Ask { .. } => (0..regions.len()).collect(),
         };
         let pairs: Vec<(usize, &Region)> = prompts.into_iter().zip(regions).collect();
-        self.process_inner(image, &pairs, request)
+        self.process_inner(&[image], &pairs, request)
     }
 
     /// Like [`GarProcessor::process`], with an explicit `<PromptK>` index for every region (for example
@@ -196,17 +196,39 @@ impl GarProcessor {
         request: &Request,
     ) -> Result<GarInputs> {
         let pairs: Vec<(usize, &Region)> = regions.iter().map(|(k, r)| (*k, r)).collect();
-        self.process_inner(image, &pairs, request)
+        self.process_inner(&[image], &pairs, request)
+    }
+
+    /// Several images in the first user message, without regions: PLM's multi-image prompt. Each
+    /// image is tiled on its own (same `max_num_tiles`), its `<|image|>` placeholder expands to
+    /// `tokens_per_tile · T_i` tokens, and the tiles of all images follow each other in
+    /// `pixel_values`, in message order (what `PerceptionLMForConditionalGeneration` scatters).
+    /// GAR's regions (label map, RoI replay) are defined on one image, so they are refused here;
+    /// `<PromptK>` in the text is then plain text. One image is exactly [`GarProcessor::process`]
+    /// without regions.
+    pub fn process_images(&self, images: &[RgbImage], request: &Request) -> Result<GarInputs> {
+        if images.is_empty() {
+            return Err(ProcessorError::InvalidRequest("no image given".into()));
+        }
+        let refs: Vec<&RgbImage> = images.iter().collect();
+        self.process_inner(&refs, &[], request)
     }
 
     fn process_inner(
         &self,
-        image: &RgbImage,
+        images: &[&RgbImage],
         regions: &[(usize, &Region)],
         request: &Request,
     ) -> Result<GarInputs> {
         let mut warnings = Vec::new();
-        self.validate(regions, request, &mut warnings)?;
+        let image = images[0];
+        if images.len() > 1 && !regions.is_empty() {
+            return Err(ProcessorError::InvalidRequest(format!(
+                "regions are defined on one image, but this request has {} images",
+                images.len()
+            )));
+        }
+        self.validate(regions, request, images.len() == 1, &mut warnings)?;
         let slots: Vec<usize> = regions.iter().map(|(k, _)| *k).collect();
         let (w, h) = (image.width(), image.height());
         let masks = regions
@@ -254,32 +276,48 @@ impl GarProcessor {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        // Pixels.
+        // Pixels: the first image carries the regions; later ones are all background.
         let grid = self.grid(w, h, request);
         let ts = self.preprocessor.tile_size as usize;
-        // Without "thumb+tile" the processor returns the thumbnail alone.
-        let tiles = self.preprocessor.uses_tiles().then_some(grid);
-        let size = (h as usize, w as usize);
-        let tiles_u8 = tile_planes(&image.to_planes(), size, ts, tiles, |p, i, o| {
-            resize_bicubic_aa(p, i, o, self.options.arith)
-        });
         let norm = self.preprocessor.normalization();
         let plane = ts * ts;
+        let mut tiles_u8 = Vec::new();
+        let mut mask_labels = Vec::new();
+        let mut image_tiles = Vec::with_capacity(images.len());
+        for (i, img) in images.iter().enumerate() {
+            let (iw, ih) = (img.width(), img.height());
+            // Without "thumb+tile" the processor returns the thumbnail alone.
+            let tiles = self
+                .preprocessor
+                .uses_tiles()
+                .then(|| self.grid(iw, ih, request));
+            let size = (ih as usize, iw as usize);
+            let pixels = tile_planes(&img.to_planes(), size, ts, tiles, |p, i, o| {
+                resize_bicubic_aa(p, i, o, self.options.arith)
+            });
+            let count = pixels.len() / (3 * plane);
+            if i == 0 {
+                mask_labels = tile_planes(&labels, size, ts, tiles, |p, i, o| {
+                    resize_labels(
+                        p,
+                        i,
+                        o,
+                        self.options.mask_resample,
+                        background,
+                        self.options.arith,
+                    )
+                });
+            } else {
+                mask_labels.resize(mask_labels.len() + count * plane, background);
+            }
+            tiles_u8.extend_from_slice(&pixels);
+            image_tiles.push(count);
+        }
         let pixel_values = tiles_u8
             .iter()
             .enumerate()
             .map(|(i, &v)| norm.apply((i / plane) % 3, v))
             .collect();
-        let mask_labels = tile_planes(&labels, size, ts, tiles, |p, i, o| {
-            resize_labels(
-                p,
-                i,
-                o,
-                self.options.mask_resample,
-                background,
-                self.options.arith,
-            )
-        });
         let num_tiles = tiles_u8.len() / (3 * plane);
 
         // Text.
@@ -290,12 +328,13 @@ impl GarProcessor {
         let slot_refs: Vec<(usize, &str)> =
             slot_tokens.iter().map(|(k, t)| (*k, t.as_str())).collect();
         let first = first_message_text(&request.prompt, &slot_refs);
-        let prompt_text = self.render(&first, request)?;
-        let input_ids = self.tokenize(&prompt_text, num_tiles, &region_inputs)?;
+        let prompt_text = self.render(&first, images.len(), request)?;
+        let input_ids = self.tokenize(&prompt_text, &image_tiles, &region_inputs)?;
 
         Ok(GarInputs {
             tile_size: ts,
             num_tiles,
+            image_tiles,
             aspect_ratio: grid,
             tiles_u8,
             pixel_values,
@@ -309,10 +348,13 @@ impl GarProcessor {
     }
 
     /// Checks regions and texts against each other and against the checkpoint.
+    /// `check_mentions`: `<PromptK>` must name a given region (off for multi-image prompts, where
+    /// regions are refused and such text is plain text to the model).
     fn validate(
         &self,
         regions: &[(usize, &Region)],
         request: &Request,
+        check_mentions: bool,
         warnings: &mut Vec<Warning>,
     ) -> Result<()> {
         let limit = self.tokens.prompt_numbers;
@@ -353,7 +395,10 @@ impl GarProcessor {
             )));
         }
         let mentioned: Vec<usize> = request.user_texts().flat_map(mentioned_prompts).collect();
-        if let Some(&k) = mentioned.iter().find(|&&k| k >= limit || !seen[k]) {
+        if let Some(&k) = mentioned
+            .iter()
+            .find(|&&k| check_mentions && (k >= limit || !seen[k]))
+        {
             return Err(ProcessorError::UnknownPrompt {
                 prompt: k,
                 regions: regions.len(),
@@ -397,24 +442,41 @@ impl GarProcessor {
     }
 
     /// Renders the conversation with the checkpoint's chat template (`add_generation_prompt=True`).
-    pub(crate) fn render(&self, first_text: &str, request: &Request) -> Result<String> {
-        let messages = conversation(first_text, request);
+    pub(crate) fn render(
+        &self,
+        first_text: &str,
+        images: usize,
+        request: &Request,
+    ) -> Result<String> {
+        let messages = conversation(first_text, images, request);
         let special = self.tokenizer_config.template_specials();
         self.template.render(&messages, true, &special)
     }
 
-    /// Expands `<|image|>` to `tokens_per_tile · T` copies and tokenises (`_expand_media_tokens` + the
-    /// tokenizer call), then checks the token layout the model relies on.
-    fn tokenize(&self, text: &str, num_tiles: usize, regions: &[RegionInput]) -> Result<Vec<u32>> {
+    /// Expands the i-th `<|image|>` to `tokens_per_tile · T_i` copies and tokenises (`_expand_media_tokens`
+    /// + the tokenizer call), then checks the token layout the model relies on.
+    fn tokenize(
+        &self,
+        text: &str,
+        image_tiles: &[usize],
+        regions: &[RegionInput],
+    ) -> Result<Vec<u32>> {
         let image_token = &self.tokens.image_token;
-        let n_images = text.matches(image_token.as_str()).count();
-        if n_images != 1 {
+        let pieces: Vec<&str> = text.split(image_token.as_str()).collect();
+        let n_images = pieces.len() - 1;
+        if n_images != image_tiles.len() {
             return Err(ProcessorError::Template(format!(
-                "the rendered prompt holds {n_images} {image_token} placeholders instead of 1"
+                "the rendered prompt holds {n_images} {image_token} placeholders instead of {}",
+                image_tiles.len()
             )));
         }
-        let n_image_tokens = self.tokens_per_tile() * num_tiles;
-        let expanded = text.replacen(image_token.as_str(), &image_token.repeat(n_image_tokens), 1);
+        let n_image_tokens = self.tokens_per_tile() * image_tiles.iter().sum::<usize>();
+        let mut expanded = String::with_capacity(text.len() + n_image_tokens * image_token.len());
+        for (piece, &tiles) in pieces.iter().zip(image_tiles) {
+            expanded.push_str(piece);
+            expanded.push_str(&image_token.repeat(self.tokens_per_tile() * tiles));
+        }
+        expanded.push_str(pieces[n_images]);
         let add_special = self.options.bos == Bos::Double;
         let enc = self
             .tokenizer

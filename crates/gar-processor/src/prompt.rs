@@ -161,17 +161,21 @@ pub(crate) fn first_message_text(prompt: &Prompt, slots: &[(usize, &str)]) -> St
 
 /// Messages in transformers' multimodal chat format. User and assistant contents are lists of
 /// `{"type": ...}` items (the PLM template selects items by type); the system content is a plain string
-/// (the template applies `|trim` to it directly).
-pub(crate) fn conversation(first_text: &str, request: &Request) -> Vec<serde_json::Value> {
+/// (the template applies `|trim` to it directly). The first user message holds `images` image items,
+/// which the PLM template writes before the text.
+pub(crate) fn conversation(
+    first_text: &str,
+    images: usize,
+    request: &Request,
+) -> Vec<serde_json::Value> {
     let text = |t: &str| json!([{"type": "text", "text": t}]);
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
         messages.push(json!({"role": "system", "content": system}));
     }
-    messages.push(json!({
-        "role": "user",
-        "content": [{"type": "image"}, {"type": "text", "text": first_text}],
-    }));
+    let mut first: Vec<serde_json::Value> = vec![json!({"type": "image"}); images];
+    first.push(json!({"type": "text", "text": first_text}));
+    messages.push(json!({"role": "user", "content": first}));
     for f in &request.follow_ups {
         messages.push(json!({"role": "assistant", "content": text(&f.assistant)}));
         messages.push(json!({"role": "user", "content": text(&f.user)}));

@@ -51,6 +51,11 @@ pub struct Limits {
     pub max_new_tokens: usize,
     /// Image decoding options (pixel limit against decompression bombs, EXIF).
     pub load: LoadOptions,
+    /// Most images one chat request may carry.
+    pub max_images: usize,
+    /// Tile budget of a request with several images: every image costs up to `1 + max_tiles`
+    /// tiles of 256 prompt tokens each.
+    pub max_request_tiles: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +71,9 @@ impl Default for Limits {
                 max_pixels: 64 << 20,
                 ..LoadOptions::default()
             },
+            max_images: 8,
+            // 40 tiles = 10240 image tokens: fits GAR-1B's 11520 positions with room for text.
+            max_request_tiles: 40,
         }
     }
 }

@@ -3,15 +3,52 @@
 
 use std::sync::Arc;
 
-use gar_processor::{BinaryMask, Region, RgbImage};
+use gar_processor::{decode_image, BinaryMask, Region, RgbImage};
 
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{check_not_empty, decode_rgb, Decoded, RegionIn};
 use crate::AppState;
 
 pub struct Prepared {
-    pub image: Arc<RgbImage>,
+    /// One image, or several in message order (then `regions` is empty).
+    pub images: Vec<Arc<RgbImage>>,
     pub regions: Vec<Region>,
+}
+
+/// Decodes the images of a multi-image request. Regions are refused: GAR's label map and feature
+/// replay are defined on one image (the reference replays crops from one tile grid), and a guess
+/// about which image a region belongs to would be silently wrong. Transparency is ignored here
+/// (no alpha regions).
+pub async fn prepare_images(
+    state: &AppState,
+    images: Vec<Vec<u8>>,
+    regions: &[RegionIn],
+) -> ApiResult<Prepared> {
+    if !regions.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "regions refer to one image, but this request has {} images: send one image with regions, \
+             or several images without regions",
+            images.len()
+        )));
+    }
+    let options = state.limits.load;
+    let decoded = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Arc<RgbImage>>> {
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                decode_image(bytes, &options)
+                    .map(Arc::new)
+                    .map_err(|e| ApiError::bad_request(format!("image {i}: {e}")))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|_| ApiError::internal("image decoding failed"))??;
+    Ok(Prepared {
+        images: decoded,
+        regions: Vec::new(),
+    })
 }
 
 /// Decodes `bytes` and `regions`. With `alpha_region` and no explicit region, a transparent
@@ -86,7 +123,7 @@ pub async fn prepare(
         }
     }
     Ok(Prepared {
-        image,
+        images: vec![image],
         regions: out,
     })
 }

@@ -38,7 +38,8 @@ pub enum GenEvent {
 }
 
 pub struct GenJob {
-    pub image: Arc<RgbImage>,
+    /// One image, or several (then without regions) in message order.
+    pub images: Vec<Arc<RgbImage>>,
     pub regions: Vec<Region>,
     pub request: Request,
     pub params: GenParams,
@@ -69,6 +70,10 @@ pub struct ModelInfo {
     pub dir: PathBuf,
     /// Number of `<PromptK>` slots: the most regions one request may carry.
     pub prompt_numbers: usize,
+    /// Grid tiles per image when a request sets none (checkpoint or `--max-tiles`); 0 when the
+    /// checkpoint feeds the thumbnail alone.
+    #[serde(skip)]
+    pub max_num_tiles: usize,
     pub load_seconds: f64,
     pub sam: Option<PathBuf>,
 }
@@ -100,8 +105,14 @@ impl Workers {
             .name("gar-engine".into())
             .spawn(move || match Engine::load(&dir, &options) {
                 Ok(engine) => {
-                    let slots = engine.processor().special_tokens().prompt_numbers;
-                    let _ = ready_tx.send(Ok((slots, engine.load_seconds())));
+                    let processor = engine.processor();
+                    let slots = processor.special_tokens().prompt_numbers;
+                    let tiles = if processor.preprocessor_config().uses_tiles() {
+                        processor.max_num_tiles(&Request::describe())
+                    } else {
+                        0
+                    };
+                    let _ = ready_tx.send(Ok((slots, tiles, engine.load_seconds())));
                     engine_loop(&engine, gen_rx, &m);
                 }
                 Err(e) => {
@@ -109,7 +120,7 @@ impl Workers {
                 }
             })
             .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-        let (prompt_numbers, load_seconds) = ready_rx
+        let (prompt_numbers, max_num_tiles, load_seconds) = ready_rx
             .recv()
             .map_err(|_| "the engine thread died while loading".to_string())??;
 
@@ -128,6 +139,7 @@ impl Workers {
                 id: config.model_id,
                 dir: config.model_dir,
                 prompt_numbers,
+                max_num_tiles,
                 load_seconds,
                 sam: config.sam_dir,
             },
@@ -246,13 +258,13 @@ fn run_job(engine: &Engine, job: &GenJob, metrics: &Metrics) -> Result<Answer, A
             Err(_) => ControlFlow::Break(()),
         }
     };
-    let answer = engine.answer(
-        &job.image,
-        &job.regions,
-        &job.request,
-        &generation,
-        &mut on_text,
-    )?;
+    let answer = match &job.images[..] {
+        [image] => engine.answer(image, &job.regions, &job.request, &generation, &mut on_text)?,
+        images => {
+            let images: Vec<RgbImage> = images.iter().map(|i| RgbImage::clone(i)).collect();
+            engine.answer_images(&images, &job.request, &generation, &mut on_text)?
+        }
+    };
 
     metrics.generations.fetch_add(1, Relaxed);
     metrics

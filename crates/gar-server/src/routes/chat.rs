@@ -2,6 +2,11 @@
 //! an `image_url` data URL in the first user message; regions come from the `regions` extension
 //! field (same format as `/v1/describe`) or, DAM-style, from the image's alpha channel.
 //!
+//! Several `image_url` parts in the first user message make a PLM multi-image prompt (as LLM
+//! judges send): the images go first, in order, as the PLM template places them. Regions are then
+//! refused, `<PromptK>` is plain text, and the images share a tile budget
+//! ([`crate::Limits::max_request_tiles`]).
+//!
 //! The first user message becomes GAR's first prompt: an ask when it mentions `<PromptK>`, a
 //! describe with the message as instruction when there is one region. Later turns are follow-ups.
 //! Unlike OpenAI, an absent `temperature` means greedy decoding (the reference's setting).
@@ -19,7 +24,7 @@ use serde_json::{json, Value};
 use super::describe::{collect, submit, DEFAULT_MAX_NEW_TOKENS};
 use super::{ApiJson, AppStateRef};
 use crate::error::{ApiError, ApiResult};
-use crate::prepare::prepare;
+use crate::prepare::{prepare, prepare_images};
 use crate::sse;
 use crate::wire::{decode_base64, RegionIn, SamplingIn};
 use crate::worker::GenEvent;
@@ -81,7 +86,8 @@ struct ImageUrl {
 /// The conversation split into what GAR needs.
 struct Conversation {
     system: Option<String>,
-    image: String,
+    /// Image URLs in order (several only from the first user message).
+    images: Vec<String>,
     /// User texts and the assistant answers between them: u0, a0, u1, a1, …, un.
     turns: Vec<String>,
 }
@@ -107,8 +113,13 @@ fn conversation(messages: &[Message]) -> ApiResult<Conversation> {
     let mut system: Vec<String> = Vec::new();
     let mut images = Vec::new();
     let mut turns: Vec<String> = Vec::new();
+    // Images of the system and first user messages (later messages may not add any).
+    let mut first_message_images = 0;
     for (i, m) in messages.iter().enumerate() {
         let text = text_and_images(&m.content, &mut images);
+        if turns.is_empty() {
+            first_message_images = images.len();
+        }
         match m.role.as_str() {
             "system" | "developer" if turns.is_empty() => system.push(text),
             "user" | "assistant" => {
@@ -141,24 +152,26 @@ fn conversation(messages: &[Message]) -> ApiResult<Conversation> {
             "the last message must be a user message",
         ));
     }
-    let image =
-        match images.len() {
-            1 => images.remove(0),
-            0 => return Err(ApiError::bad_request(
+    match images.len() {
+        0 => {
+            return Err(ApiError::bad_request(
                 "GAR needs an image: add an image_url part (data URL) to the first user message",
-            )),
-            n => {
-                return Err(ApiError::bad_request(format!(
-                    "one image per conversation, got {n}"
-                )))
-            }
-        };
+            ))
+        }
+        1 => {}
+        n if first_message_images != n => {
+            return Err(ApiError::bad_request(format!(
+                "with several images ({n}), all of them belong in the first user message"
+            )))
+        }
+        _ => {}
+    }
     // DAM-style prompts carry an `<image>` placeholder; the image has its own place in GAR's template.
     let first = turns[0].replace("<image>", "").trim().to_string();
     turns[0] = first;
     Ok(Conversation {
         system: (!system.is_empty()).then(|| system.join("\n")),
-        image,
+        images,
         turns,
     })
 }
@@ -195,6 +208,40 @@ fn gar_request(
     request.system = conv.system.clone();
     request.max_num_tiles = max_tiles;
     Ok(request)
+}
+
+/// `max_tiles` for each of `n` images. Each image costs at most `1 + max_tiles` tiles; without an
+/// explicit `max_tiles` the images share the budget evenly (capped at the checkpoint's default).
+fn multi_image_tiles(state: &AppStateRef, n: usize, requested: Option<usize>) -> ApiResult<usize> {
+    let (limit, budget) = (state.limits.max_images, state.limits.max_request_tiles);
+    if n > limit {
+        return Err(ApiError::bad_request(format!(
+            "{n} images in one request; this server takes at most {limit}"
+        )));
+    }
+    // With tiling off every image is one thumbnail, whatever max_tiles says.
+    let per_image = |m: usize| {
+        if state.workers.info.max_num_tiles == 0 {
+            1
+        } else {
+            1 + m
+        }
+    };
+    let max_tiles = match requested {
+        Some(m) => m,
+        None => (budget / n)
+            .saturating_sub(1)
+            .min(state.workers.info.max_num_tiles)
+            .max(1),
+    };
+    if n * per_image(max_tiles) > budget {
+        return Err(ApiError::bad_request(format!(
+            "{n} images with up to {} tiles each exceed this server's budget of {budget} tiles per \
+             request: lower max_tiles or send fewer images",
+            per_image(max_tiles)
+        )));
+    }
+    Ok(max_tiles)
 }
 
 fn finish_reason(answer: &Answer) -> &'static str {
@@ -236,9 +283,23 @@ pub async fn completions(
         repetition_penalty: body.repetition_penalty,
     };
     let params = sampling.to_params(max_new, state.limits.max_new_tokens)?;
-    let bytes = decode_base64("image_url", &conv.image)?;
-    let prepared = prepare(&state, bytes, body.regions, true).await?;
-    let request = gar_request(&conv, prepared.regions.len(), body.max_tiles)?;
+    let prepared = if conv.images.len() == 1 {
+        let bytes = decode_base64("image_url", &conv.images[0])?;
+        prepare(&state, bytes, body.regions, true).await?
+    } else {
+        let images = conv
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, url)| decode_base64(&format!("image_url {i}"), url))
+            .collect::<ApiResult<Vec<_>>>()?;
+        prepare_images(&state, images, &body.regions).await?
+    };
+    let max_tiles = match conv.images.len() {
+        1 => body.max_tiles,
+        n => Some(multi_image_tiles(&state, n, body.max_tiles)?),
+    };
+    let request = gar_request(&conv, prepared.regions.len(), max_tiles)?;
     let (rx, _ahead) = submit(&state, prepared, request, params)?;
 
     let model = body.model.unwrap_or_else(|| state.workers.info.id.clone());

@@ -157,7 +157,7 @@ pub(super) fn submit(
     let (tx, rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let job = GenJob {
-        image: prepared.image,
+        images: prepared.images,
         regions: prepared.regions,
         request,
         params,
