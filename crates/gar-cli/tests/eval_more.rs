@@ -3,7 +3,7 @@
 //! compressed COCO RLE masks) is written to a temp dir, `gar eval run` runs the tiny checkpoint
 //! on it, an interrupted run (GAR_EVAL_STOP_AFTER) and a torn last line resume to byte-equal
 //! files, and the judges run on the predictions: DLC-Bench's GPT protocol against a recording
-//! mock API (two crops per request), MDVP-Bench's regrouped questions against `gar serve`. Also
+//! API (checks the two crops of every request) and against `gar serve`, MDVP-Bench's regrouped questions against `gar serve`. Also
 //! the GPT-protocol reproduction of the published DLC-Bench 0.770 from the published cache.
 
 mod common;
@@ -435,7 +435,32 @@ fn dlc_bench_synthetic_run_resumes_and_the_gpt_judge_sends_both_crops() {
         (Some(0), Some(9))
     );
     assert_eq!(judge.bodies.lock().unwrap().len(), 9);
-    for d in [root, run, out] {
+    // The same requests (two images each) against a real OpenAI-compatible server: `gar serve`
+    // with the tiny checkpoint as the judge answers all 9 (all cached). Its
+    // random-weight replies are no choice letters, so scoring stops, as the reference does
+    // (ValueError), at the unparseable recognition reply — with the replies kept.
+    let server = Server::start(&model());
+    let served_out = tmp("dlc-judge-served");
+    let mut served_args = judge_args(
+        "dlc-bench",
+        &run.join("predictions.json"),
+        &root,
+        &format!("{}/v1", server.url),
+        &served_out,
+    );
+    served_args.extend([s("--protocol"), s("gpt")]);
+    let served = gar(&served_args);
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    let cached = std::fs::read_to_string(served_out.join("judge_cache.jsonl")).unwrap_or_default();
+    assert_eq!(cached.lines().count(), 9, "{stderr}");
+    if served.status.success() {
+        assert!(served_out.join("dlc_eval_gpt.json").is_file());
+    } else {
+        assert_eq!(served.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("matches neither Yes nor No"), "{stderr}");
+    }
+    drop(server);
+    for d in [root, run, out, served_out] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
