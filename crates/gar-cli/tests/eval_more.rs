@@ -613,7 +613,7 @@ fn mdvp_bench_synthetic_run_resumes_and_the_judge_reviews_regrouped_questions() 
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("needs a whole run"), "{err}");
 
-    // The tiny checkpoint behind `gar serve` as the judge (one image per chat: the painted one).
+    // The tiny checkpoint behind `gar serve` as the judge (one image per question: the painted one).
     let server = Server::start(&model());
     let url = format!("{}/v1", server.url);
     let out = tmp("mdvp-judge");

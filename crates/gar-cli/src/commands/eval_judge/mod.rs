@@ -3,7 +3,7 @@
 //! scores it with the same code as `gar eval replay`. User documentation: docs/eval.md.
 //!
 //! Implemented: Ferret-Bench (the reference's text-only review; `--with-image` also attaches
-//! the question's image, for vision judges such as `gar serve`, which needs one image per chat),
+//! the question's image, for vision judges such as `gar serve`, which needs at least one image per chat),
 //! DLC-Bench with the text-only Llama protocol or the GPT protocol (focal crop + mask crop), the
 //! GAR-Bench captions (image, focal crops and mask crops rendered here) and MDVP-Bench with the
 //! corrected per-question protocol (painted boxes).
