@@ -109,6 +109,13 @@ fn caption_judge_against_gar_serve_sends_five_images_and_caches() {
 
     let cache = std::fs::read_to_string(out.join("judge_cache.jsonl")).expect("cache");
     assert_eq!(cache.lines().count(), 2);
+    // The run's report: Markdown and JSON summaries and the chart next to the published numbers.
+    let chart = std::fs::read_to_string(out.join("chart.svg")).expect("chart.svg");
+    assert!(
+        chart.starts_with("<svg") && chart.contains("GAR-1B"),
+        "{chart}"
+    );
+    assert!(out.join("summary.md").is_file() && out.join("summary.json").is_file());
     let judged_path = out.join("simple_eval.json");
     let judged_text = std::fs::read_to_string(&judged_path).expect("judged file");
     let judged: Vec<Value> = serde_json::from_str(&judged_text).expect("judged JSON");

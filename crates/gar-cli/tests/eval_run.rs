@@ -137,6 +137,13 @@ fn every_benchmark_with_images_runs_and_writes_reference_formats() {
             let score: serde_json::Value =
                 serde_json::from_slice(&read(&out.join("score.json"))).unwrap();
             assert_eq!(score["overall"], scored["overall"]);
+            // The report: the chart names the published models next to this run.
+            let chart = String::from_utf8(read(&out.join("chart.svg"))).unwrap();
+            assert!(
+                chart.starts_with("<svg") && chart.contains("GAR-8B"),
+                "{chart}"
+            );
+            assert!(out.join("summary.md").is_file() && out.join("summary.json").is_file());
         }
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -271,7 +278,15 @@ fn two_shards_merged_equal_one_unsharded_run() {
     assert_same_files(
         &whole,
         &merged,
-        &["items.jsonl", "predictions.json", "score.json", "run.json"],
+        &[
+            "items.jsonl",
+            "predictions.json",
+            "score.json",
+            "run.json",
+            "summary.md",
+            "summary.json",
+            "chart.svg",
+        ],
     );
 
     // A missing shard is refused.

@@ -182,6 +182,7 @@ pub fn run(a: JudgeArgs) -> Result<()> {
     std::fs::write(&reviews, text)
         .with_context(|| format!("cannot write {}", reviews.display()))?;
     let scored = ferret::replay(&reviews)?;
+    let report = scored.report();
     let summary = json!({
         "bench": "ferret-bench",
         "judged": jobs.len(),
@@ -203,7 +204,7 @@ pub fn run(a: JudgeArgs) -> Result<()> {
         scored.parse_failures,
         reviews.display()
     );
-    finish(&a.out, a.json, &summary, &line)
+    finish(&a.out, a.json, &summary, &line, report)
 }
 
 fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
@@ -263,6 +264,7 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         .map(|row| row.into_iter().map(Option::unwrap_or_default).collect())
         .collect();
     let (path, scored) = dlc::judged(&inputs, &replies, &a.out)?;
+    let report = scored.report();
     let protocol_name = match a.protocol {
         DlcProtocol::Llama => "llama",
         DlcProtocol::Gpt => "gpt",
@@ -293,7 +295,7 @@ fn judge_dlc(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         imported_count,
         path.display()
     );
-    finish(&a.out, a.json, &summary, &line)
+    finish(&a.out, a.json, &summary, &line, report)
 }
 
 /// MDVP-Bench, corrected protocol: one review per question (its regions regrouped), per domain.
@@ -333,8 +335,6 @@ fn judge_mdvp(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
     let replies: Vec<String> = replies.into_iter().map(Option::unwrap_or_default).collect();
     let (path, scored) = mdvp::judged(&jobs, &replies, &a.out)?;
     let report = scored.report();
-    std::fs::write(a.out.join("summary.md"), report.to_markdown())
-        .with_context(|| format!("cannot write {}", a.out.join("summary.md").display()))?;
     let mut domains = serde_json::Map::new();
     for (phase, r) in &scored.domains {
         domains.insert(
@@ -381,7 +381,7 @@ fn judge_mdvp(a: &JudgeArgs, config: &client::JudgeConfig) -> Result<()> {
         scored.parse_failures,
         path.display()
     );
-    finish(&a.out, a.json, &summary, &line)
+    finish(&a.out, a.json, &summary, &line, report)
 }
 
 /// `question_id` as text (the files mix numbers and strings).
@@ -485,6 +485,7 @@ fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSpl
     }
     let (replies, stats) = client::ask_all(config, &bodies, a.json)?;
     let (path, scored) = garbench::judged(&items, &replies, &a.out, split)?;
+    let report = scored.report();
     let summary = json!({
         "bench": scored.bench,
         "judged": items.len(),
@@ -506,7 +507,7 @@ fn judge_captions(a: &JudgeArgs, config: &client::JudgeConfig, split: CaptionSpl
         stats.cache_hits,
         path.display()
     );
-    finish(&a.out, a.json, &summary, &line)
+    finish(&a.out, a.json, &summary, &line, report)
 }
 
 /// Draws a named judge image: the `image_url` object (`url`, and `detail` where the reference
@@ -565,7 +566,18 @@ fn chat_body(
 
 /// Writes `judge_summary.json` into the judge folder and prints the summary: the JSON object with
 /// `--json`, else the one-line `line`.
-fn finish(out_dir: &Path, json: bool, summary: &serde_json::Value, line: &str) -> Result<()> {
+/// Writes `judge_summary.json` and the run's report (`summary.md`, `summary.json`, `chart.svg`: the
+/// scores next to the published GAR-1B / GAR-8B values), then prints the summary.
+fn finish(
+    out_dir: &Path,
+    json: bool,
+    summary: &serde_json::Value,
+    line: &str,
+    report: gar_eval::report::Report,
+) -> Result<()> {
+    report
+        .write(out_dir)
+        .with_context(|| format!("writing the report to {}", out_dir.display()))?;
     std::fs::write(
         out_dir.join("judge_summary.json"),
         serde_json::to_string_pretty(summary)? + "\n",

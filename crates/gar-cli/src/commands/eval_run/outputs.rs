@@ -5,7 +5,8 @@
 //! * Ferret-Bench: `[{"image_path", "annotation", "caption"}]`;
 //! * MDVP-Bench: `[{"image_path", "caption", "gt"}]` (one per region mask).
 //!
-//! GAR-Bench-VQA is also scored (`score.json`) with the same scorer as `gar eval score`.
+//! GAR-Bench-VQA is also scored (`score.json`, and the report `summary.md` / `summary.json` /
+//! `chart.svg`) with the same scorer as `gar eval score`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,7 +77,8 @@ pub fn predictions(
     })
 }
 
-/// Writes predictions.json (and score.json for GAR-Bench-VQA); returns the score if any.
+/// Writes predictions.json (and, for GAR-Bench-VQA, score.json plus the report: summary.md,
+/// summary.json and chart.svg next to the published numbers); returns the score if any.
 pub fn write(
     dir: &Path,
     bench: Benchmark,
@@ -91,7 +93,9 @@ pub fn write(
         return Ok(None);
     }
     let parsed = gar_eval::garbench::read_vqa_predictions(&path, None)?;
-    let score = serde_json::to_value(gar_eval::garbench::score_vqa(&parsed))?;
+    let result = gar_eval::garbench::score_vqa(&parsed);
+    result.report().write(dir)?;
+    let score = serde_json::to_value(result)?;
     let score_path = dir.join(SCORE_FILE);
     std::fs::write(&score_path, serde_json::to_string_pretty(&score)? + "\n")
         .with_context(|| format!("cannot write {}", score_path.display()))?;
