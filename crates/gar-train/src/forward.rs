@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 use gar_models::{GarConfig, GarModel, GarQuirks, RegionBox};
 
 use crate::encode::EncodedSample;
+use crate::lora::Lora;
 use crate::loss::causal_lm_loss;
 
 /// Loading or running the training model.
@@ -27,10 +28,13 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A GAR checkpoint loaded for training: f32 `Var`s under their checkpoint key names.
+/// A GAR checkpoint loaded for training: f32 `Var`s under their checkpoint key names, optionally
+/// with LoRA adapters on LLM linears.
 pub struct TrainModel {
     model: GarModel,
+    cfg: GarConfig,
     vars: Vec<(String, Var)>,
+    lora: Option<Lora>,
 }
 
 /// The loss of one sample and what it averaged over.
@@ -90,10 +94,60 @@ impl TrainModel {
             .collect();
         let vb = VarBuilder::from_tensors(map, DType::F32, device);
         let model = GarModel::new(cfg, vb, GarQuirks::default())?;
-        Ok(Self { model, vars })
+        Ok(Self {
+            model,
+            cfg: cfg.clone(),
+            vars,
+            lora: None,
+        })
     }
 
-    /// Every trainable tensor, by checkpoint key name, sorted. A tied embedding / LM head is one entry.
+    /// Trains `lora`'s adapters on top of the weights: every forward uses `W + (alpha/rank)·B·A` for
+    /// the adapted keys, with `W` detached (the base is frozen; the trainer must also leave it out of
+    /// the optimiser, see `Lora::targeted`).
+    pub fn with_lora(mut self, lora: Lora) -> Result<Self, TrainError> {
+        for name in lora.adapters.keys() {
+            if !self.vars.iter().any(|(n, _)| n == name) {
+                return Err(TrainError::Candle(candle_core::Error::Msg(format!(
+                    "LoRA adapter for {name}, which the checkpoint does not have"
+                ))));
+            }
+        }
+        self.lora = Some(lora);
+        Ok(self)
+    }
+
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
+    }
+
+    /// The model the next forward runs. Without LoRA the one built at load (its weights are the
+    /// Vars themselves). With LoRA the adapted weights are new tensors `W + delta` computed from
+    /// the adapters' current values, so the model is rebuilt over them for each forward (cheap: it
+    /// only wraps tensors and builds the RoPE tables).
+    fn current_model(&self) -> Result<std::borrow::Cow<'_, GarModel>, TrainError> {
+        let Some(lora) = &self.lora else {
+            return Ok(std::borrow::Cow::Borrowed(&self.model));
+        };
+        let mut map = HashMap::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            let t = match lora.adapters.get(name) {
+                Some(adapter) => adapter.apply(&var.as_tensor().detach())?,
+                None => var.as_tensor().clone(),
+            };
+            map.insert(name.clone(), t);
+        }
+        let device = self.model.device().clone();
+        let vb = VarBuilder::from_tensors(map, DType::F32, &device);
+        Ok(std::borrow::Cow::Owned(GarModel::new(
+            &self.cfg,
+            vb,
+            GarQuirks::default(),
+        )?))
+    }
+
+    /// Every checkpoint tensor, by key name, sorted (LoRA adapters not included: see `lora`). A
+    /// tied embedding / LM head is one entry.
     pub fn named_vars(&self) -> &[(String, Var)] {
         &self.vars
     }
@@ -114,7 +168,8 @@ impl TrainModel {
 
     /// Logits `(L, vocab)` f32 for every position of the sample.
     pub fn logits(&self, sample: &EncodedSample) -> Result<Tensor, TrainError> {
-        run_logits(&self.model, sample)
+        let model = self.current_model()?;
+        run_logits(&model, sample)
     }
 
     /// Each Var's gradient from `grads`, zeros where the loss does not depend on it.

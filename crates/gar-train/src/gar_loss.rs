@@ -40,6 +40,17 @@ impl GarLossModel {
             last_tokens: Cell::new(0),
         })
     }
+
+    /// Train LoRA adapters instead of the weights they adapt (see `TrainModel::with_lora`; the
+    /// trainer must freeze `lora.targeted()`).
+    pub fn with_lora(mut self, lora: crate::lora::Lora) -> std::result::Result<Self, TrainError> {
+        self.model = self.model.with_lora(lora)?;
+        Ok(self)
+    }
+
+    pub fn train_model(&self) -> &TrainModel {
+        &self.model
+    }
 }
 
 fn to_candle(e: impl std::fmt::Display) -> candle_core::Error {
@@ -48,7 +59,15 @@ fn to_candle(e: impl std::fmt::Display) -> candle_core::Error {
 
 impl LossModel for GarLossModel {
     fn vars(&self) -> Vec<(String, Var)> {
-        self.model.named_vars().to_vec()
+        let mut vars = self.model.named_vars().to_vec();
+        if let Some(lora) = self.model.lora() {
+            vars.extend(lora.vars());
+        }
+        vars
+    }
+
+    fn lora(&self) -> Option<&crate::lora::Lora> {
+        self.model.lora()
     }
 
     fn loss(&self, batch: &[SampleSpec]) -> Result<Tensor> {

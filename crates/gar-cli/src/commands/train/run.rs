@@ -55,13 +55,6 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             let Some(dir) = &cfg.model.dir else {
                 bail!("[model] dir is required with kind = \"gar\"")
             };
-            if cfg.lora.is_some() {
-                return Err(input(anyhow::anyhow!(
-                    "[lora] is not wired into the GAR forward yet (it works with kind = \"tiny\"); \
-                     use [freeze] switches for a reduced-memory run"
-                ))
-                .into());
-            }
             if dtype != DType::F32 {
                 eprintln!(
                     "note: the GAR training forward runs in f32 in this build ([model] dtype = {:?} is ignored)",
@@ -74,7 +67,19 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             };
             let model = GarLossModel::load(dir, options, &device)
                 .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
-            train(model, Vec::new(), &cfg, source, reducer)
+            let (model, frozen) = match &cfg.lora {
+                Some(l) => {
+                    let lora = Lora::new(l, &model.vars(), cfg.seed)
+                        .map_err(|e| Failure::new(Kind::Input, e))?;
+                    let frozen = lora.targeted();
+                    let model = model
+                        .with_lora(lora)
+                        .map_err(|e| Failure::new(Kind::Input, e))?;
+                    (model, frozen)
+                }
+                None => (model, Vec::new()),
+            };
+            train(model, frozen, &cfg, source, reducer)
         }
         other => bail!("[model] kind = {other:?}: expected \"gar\" or \"tiny\""),
     }
