@@ -338,3 +338,81 @@ fn gar_kind_with_lora_trains_adapters_and_exports_merged_weights() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kind = "gar"` with `dtype = "bf16"`: the weights train as bf16 (checkpoint and export store bf16,
+/// the optimiser's masters f32), the loss is finite, the export generates; `f16` is refused.
+#[test]
+fn gar_kind_bf16_trains_and_f16_is_refused() {
+    let r = repo();
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-gar-bf16-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = r.join("fixtures/checkpoints/tiny-pe-l");
+    let config = |dtype: &str| {
+        let text = format!(
+            "out_dir = \"run\"\nseed = 3\n[model]\nkind = \"gar\"\ndtype = \"{dtype}\"\ndir = \"{}\"\nmax_num_tiles = 1\n\
+             [data]\narrow = [\"{}\"]\n[optim]\nlr = 0.001\nschedule = \"constant\"\n[loop]\nsteps = 2\n\
+             accumulation = 1\nsave_every = 0\n",
+            model.display(),
+            r.join("fixtures/train/arrow/dataset").display()
+        );
+        let path = dir.join(format!("train-{dtype}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let out = gar_train(&config("f16"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
+
+    let out = gar_train(&config("bf16"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.join("run");
+    for line in std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+    }
+    let dtype_of = |file: &Path, name: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(name).unwrap().dtype()
+    };
+    let key = "mllm.model.language_model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(
+        dtype_of(&run.join("export/model.safetensors"), key),
+        safetensors::Dtype::BF16
+    );
+    assert_eq!(
+        dtype_of(
+            &run.join("checkpoint-2/optimizer.safetensors"),
+            &format!("master.{key}")
+        ),
+        safetensors::Dtype::F32
+    );
+    let data = r.join("../shared/data/assets");
+    if data.is_dir() {
+        let out = Command::new(env!("CARGO_BIN_EXE_gar"))
+            .args(["describe", "--model"])
+            .arg(run.join("export"))
+            .arg("--image")
+            .arg(data.join("demo_image_1.png"))
+            .arg("--mask")
+            .arg(data.join("demo_mask_1.png"))
+            .args(["--max-new-tokens", "4", "--max-tiles", "1", "--json"])
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
 //! The training forward (training.md §4.4): a GAR model whose every weight is a candle [`Var`] named by
-//! its checkpoint key, run on one [`EncodedSample`] in f32 to the loss, differentiably.
+//! its checkpoint key, run on one [`EncodedSample`] to the loss, differentiably (f32, or bf16 via
+//! `load_as`; the loss is always computed on f32-upcast logits).
 //!
 //! The model code is gar-models' inference code: its fused kernels without a backward pass (softmax,
 //! RoPE, the in-place KV cache) switch to differentiable compositions whenever their input tracks
@@ -28,8 +29,8 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A GAR checkpoint loaded for training: f32 `Var`s under their checkpoint key names, optionally
-/// with LoRA adapters on LLM linears.
+/// A GAR checkpoint loaded for training: `Var`s (f32 unless `load_as`) under their checkpoint key
+/// names, optionally with LoRA adapters on LLM linears.
 pub struct TrainModel {
     model: GarModel,
     cfg: GarConfig,
@@ -47,6 +48,16 @@ pub struct LossOutput {
 impl TrainModel {
     /// Loads `dir/config.json` and every `*.safetensors` in `dir` (sharded or not) as f32 `Var`s.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self, TrainError> {
+        Self::load_as(dir, DType::F32, device)
+    }
+
+    /// As `load`, with the weights stored (and the forward and backward run) in `dtype`: bf16 is the
+    /// reference's training precision (spec §4.7); the optimiser keeps f32 masters.
+    pub fn load_as(
+        dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
         let cfg = GarConfig::from_file(&cfg_path).map_err(|e| TrainError::Checkpoint {
@@ -73,7 +84,7 @@ impl TrainModel {
                     msg: e.to_string(),
                 })?;
             for (name, t) in tensors {
-                vars.push((name, Var::from_tensor(&t.to_dtype(DType::F32)?)?));
+                vars.push((name, Var::from_tensor(&t.to_dtype(dtype)?)?));
             }
         }
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -92,7 +103,7 @@ impl TrainModel {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let vb = VarBuilder::from_tensors(map, DType::F32, device);
+        let vb = VarBuilder::from_tensors(map, vars_dtype(&vars), device);
         let model = GarModel::new(cfg, vb, GarQuirks::default())?;
         Ok(Self {
             model,
@@ -138,7 +149,7 @@ impl TrainModel {
             map.insert(name.clone(), t);
         }
         let device = self.model.device().clone();
-        let vb = VarBuilder::from_tensors(map, DType::F32, &device);
+        let vb = VarBuilder::from_tensors(map, vars_dtype(&self.vars), &device);
         Ok(std::borrow::Cow::Owned(GarModel::new(
             &self.cfg,
             vb,
@@ -156,7 +167,7 @@ impl TrainModel {
         &self.model
     }
 
-    /// Forward to the loss (training.md §4.4–§4.5) in f32.
+    /// Forward to the loss (training.md §4.4–§4.5) in the weights' dtype; the loss is f32.
     pub fn loss(&self, sample: &EncodedSample) -> Result<LossOutput, TrainError> {
         let logits = self.logits(sample)?;
         let loss = causal_lm_loss(&logits, &sample.labels)?;
@@ -185,6 +196,11 @@ impl TrainModel {
             })
             .collect()
     }
+}
+
+/// The dtype the model runs in: the weights' (all loaded in one dtype).
+fn vars_dtype(vars: &[(String, Var)]) -> DType {
+    vars.first().map_or(DType::F32, |(_, v)| v.dtype())
 }
 
 /// The forward shared by training and the inference-path cross-check in the tests.

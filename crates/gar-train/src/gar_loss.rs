@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use gar_processor::GarProcessor;
 
 use crate::conversation::SampleSpec;
@@ -28,13 +28,23 @@ impl GarLossModel {
         options: EncodeOptions,
         device: &Device,
     ) -> std::result::Result<Self, TrainError> {
+        Self::load_as(dir, options, DType::F32, device)
+    }
+
+    /// As `load`, with the weights (and the forward and backward) in `dtype` (f32 or bf16).
+    pub fn load_as(
+        dir: impl AsRef<Path>,
+        options: EncodeOptions,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, TrainError> {
         let dir = dir.as_ref();
         let processor = training_processor(dir, options).map_err(|e| TrainError::Checkpoint {
             path: dir.to_path_buf(),
             msg: e.to_string(),
         })?;
         Ok(Self {
-            model: TrainModel::load(dir, device)?,
+            model: TrainModel::load_as(dir, dtype, device)?,
             processor,
             options,
             last_tokens: Cell::new(0),
