@@ -243,3 +243,176 @@ fn safetensors_tensor(path: &Path, name: &str) -> Option<Vec<f32>> {
         _ => return None,
     })
 }
+
+/// `kind = "gar"` with `[lora]` and every group frozen: only the adapters train; the checkpoint keeps
+/// them, the export merges them — adapted weights equal base + (alpha/rank)·B·A, every other weight is
+/// the base bit for bit — and `gar describe` runs on the export.
+#[test]
+fn gar_kind_with_lora_trains_adapters_and_exports_merged_weights() {
+    let r = repo();
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-gar-lora-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = r.join("fixtures/checkpoints/tiny-pe-l");
+    let text = format!(
+        "out_dir = \"run\"\nseed = 3\n[model]\nkind = \"gar\"\ndtype = \"f32\"\ndir = \"{}\"\nmax_num_tiles = 1\n\
+         [data]\narrow = [\"{}\"]\n[optim]\nlr = 0.003\nschedule = \"constant\"\n[loop]\nsteps = 2\n\
+         accumulation = 1\nsave_every = 0\n\
+         [freeze]\nvision_tower = true\nprojector = true\nllm = true\nembeddings = true\nmask_embedding = true\n\
+         [lora]\nrank = 2\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n",
+        model.display(),
+        r.join("fixtures/train/arrow/dataset").display()
+    );
+    let config = dir.join("train.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = gar_train(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.join("run");
+    let base_file = model.join("model.safetensors");
+    let export_file = run.join("export/model.safetensors");
+    let checkpoint = run.join("checkpoint-2/model.safetensors");
+    let bytes = std::fs::read(&export_file).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+    let (mut adapted, mut same) = (0, 0);
+    for name in &names {
+        let base = safetensors_tensor(&base_file, name).unwrap();
+        let got = safetensors_tensor(&export_file, name).unwrap();
+        let a = safetensors_tensor(&checkpoint, &format!("{name}.lora_A"));
+        let b = safetensors_tensor(&checkpoint, &format!("{name}.lora_B"));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                // base (out × in) + 2·B (out × 2) · A (2 × in)
+                let inp = a.len() / 2;
+                let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(max_b > 0.0, "{name}: B did not train");
+                for (k, (&w, &g)) in base.iter().zip(&got).enumerate() {
+                    let (o, i) = (k / inp, k % inp);
+                    let delta = 2.0 * (b[o * 2] * a[i] + b[o * 2 + 1] * a[inp + i]);
+                    assert!(
+                        (g - (w + delta)).abs() <= 1e-6 * (1.0 + w.abs()),
+                        "{name}[{k}]: {g} vs {w} + {delta}"
+                    );
+                }
+                adapted += 1;
+            }
+            _ => {
+                assert_eq!(base, got, "{name}: a frozen weight changed");
+                same += 1;
+            }
+        }
+    }
+    // 2 layers × (q_proj, v_proj).
+    assert_eq!(adapted, 4, "{names:?}");
+    assert!(same > 0);
+
+    let data = r.join("../shared/data/assets");
+    if !data.is_dir() {
+        eprintln!("SKIP describe on the export: ../shared/data is absent");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_gar"))
+        .args(["describe", "--model"])
+        .arg(run.join("export"))
+        .arg("--image")
+        .arg(data.join("demo_image_1.png"))
+        .arg("--mask")
+        .arg(data.join("demo_mask_1.png"))
+        .args(["--max-new-tokens", "4", "--max-tiles", "1", "--json"])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `kind = "gar"` with `dtype = "bf16"`: the weights train as bf16 (checkpoint and export store bf16,
+/// the optimiser's masters f32), the loss is finite, the export generates; `f16` is refused.
+#[test]
+fn gar_kind_bf16_trains_and_f16_is_refused() {
+    let r = repo();
+    let dir = std::env::temp_dir().join(format!("gar-train-cli-gar-bf16-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = r.join("fixtures/checkpoints/tiny-pe-l");
+    let config = |dtype: &str| {
+        let text = format!(
+            "out_dir = \"run\"\nseed = 3\n[model]\nkind = \"gar\"\ndtype = \"{dtype}\"\ndir = \"{}\"\nmax_num_tiles = 1\n\
+             [data]\narrow = [\"{}\"]\n[optim]\nlr = 0.001\nschedule = \"constant\"\n[loop]\nsteps = 2\n\
+             accumulation = 1\nsave_every = 0\n",
+            model.display(),
+            r.join("fixtures/train/arrow/dataset").display()
+        );
+        let path = dir.join(format!("train-{dtype}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let out = gar_train(&config("f16"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
+
+    let out = gar_train(&config("bf16"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.join("run");
+    for line in std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+    }
+    let dtype_of = |file: &Path, name: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(name).unwrap().dtype()
+    };
+    let key = "mllm.model.language_model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(
+        dtype_of(&run.join("export/model.safetensors"), key),
+        safetensors::Dtype::BF16
+    );
+    assert_eq!(
+        dtype_of(
+            &run.join("checkpoint-2/optimizer.safetensors"),
+            &format!("master.{key}")
+        ),
+        safetensors::Dtype::F32
+    );
+    let data = r.join("../shared/data/assets");
+    if data.is_dir() {
+        let out = Command::new(env!("CARGO_BIN_EXE_gar"))
+            .args(["describe", "--model"])
+            .arg(run.join("export"))
+            .arg("--image")
+            .arg(data.join("demo_image_1.png"))
+            .arg("--mask")
+            .arg(data.join("demo_mask_1.png"))
+            .args(["--max-new-tokens", "4", "--max-tiles", "1", "--json"])
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
 //! The training forward (training.md §4.4): a GAR model whose every weight is a candle [`Var`] named by
-//! its checkpoint key, run on one [`EncodedSample`] in f32 to the loss, differentiably.
+//! its checkpoint key, run on one [`EncodedSample`] to the loss, differentiably (f32, or bf16 via
+//! `load_as`; the loss is always computed on f32-upcast logits).
 //!
 //! The model code is gar-models' inference code: its fused kernels without a backward pass (softmax,
 //! RoPE, the in-place KV cache) switch to differentiable compositions whenever their input tracks
@@ -14,6 +15,7 @@ use candle_nn::VarBuilder;
 use gar_models::{GarConfig, GarModel, GarQuirks, RegionBox};
 
 use crate::encode::EncodedSample;
+use crate::lora::Lora;
 use crate::loss::causal_lm_loss;
 
 /// Loading or running the training model.
@@ -27,10 +29,13 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 }
 
-/// A GAR checkpoint loaded for training: f32 `Var`s under their checkpoint key names.
+/// A GAR checkpoint loaded for training: `Var`s (f32 unless `load_as`) under their checkpoint key
+/// names, optionally with LoRA adapters on LLM linears.
 pub struct TrainModel {
     model: GarModel,
+    cfg: GarConfig,
     vars: Vec<(String, Var)>,
+    lora: Option<Lora>,
 }
 
 /// The loss of one sample and what it averaged over.
@@ -43,6 +48,16 @@ pub struct LossOutput {
 impl TrainModel {
     /// Loads `dir/config.json` and every `*.safetensors` in `dir` (sharded or not) as f32 `Var`s.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self, TrainError> {
+        Self::load_as(dir, DType::F32, device)
+    }
+
+    /// As `load`, with the weights stored (and the forward and backward run) in `dtype`: bf16 is the
+    /// reference's training precision (spec §4.7); the optimiser keeps f32 masters.
+    pub fn load_as(
+        dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
         let cfg = GarConfig::from_file(&cfg_path).map_err(|e| TrainError::Checkpoint {
@@ -69,7 +84,7 @@ impl TrainModel {
                     msg: e.to_string(),
                 })?;
             for (name, t) in tensors {
-                vars.push((name, Var::from_tensor(&t.to_dtype(DType::F32)?)?));
+                vars.push((name, Var::from_tensor(&t.to_dtype(dtype)?)?));
             }
         }
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -88,12 +103,62 @@ impl TrainModel {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let vb = VarBuilder::from_tensors(map, DType::F32, device);
+        let vb = VarBuilder::from_tensors(map, vars_dtype(&vars), device);
         let model = GarModel::new(cfg, vb, GarQuirks::default())?;
-        Ok(Self { model, vars })
+        Ok(Self {
+            model,
+            cfg: cfg.clone(),
+            vars,
+            lora: None,
+        })
     }
 
-    /// Every trainable tensor, by checkpoint key name, sorted. A tied embedding / LM head is one entry.
+    /// Trains `lora`'s adapters on top of the weights: every forward uses `W + (alpha/rank)·B·A` for
+    /// the adapted keys, with `W` detached (the base is frozen; the trainer must also leave it out of
+    /// the optimiser, see `Lora::targeted`).
+    pub fn with_lora(mut self, lora: Lora) -> Result<Self, TrainError> {
+        for name in lora.adapters.keys() {
+            if !self.vars.iter().any(|(n, _)| n == name) {
+                return Err(TrainError::Candle(candle_core::Error::Msg(format!(
+                    "LoRA adapter for {name}, which the checkpoint does not have"
+                ))));
+            }
+        }
+        self.lora = Some(lora);
+        Ok(self)
+    }
+
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
+    }
+
+    /// The model the next forward runs. Without LoRA the one built at load (its weights are the
+    /// Vars themselves). With LoRA the adapted weights are new tensors `W + delta` computed from
+    /// the adapters' current values, so the model is rebuilt over them for each forward (cheap: it
+    /// only wraps tensors and builds the RoPE tables).
+    fn current_model(&self) -> Result<std::borrow::Cow<'_, GarModel>, TrainError> {
+        let Some(lora) = &self.lora else {
+            return Ok(std::borrow::Cow::Borrowed(&self.model));
+        };
+        let mut map = HashMap::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            let t = match lora.adapters.get(name) {
+                Some(adapter) => adapter.apply(&var.as_tensor().detach())?,
+                None => var.as_tensor().clone(),
+            };
+            map.insert(name.clone(), t);
+        }
+        let device = self.model.device().clone();
+        let vb = VarBuilder::from_tensors(map, vars_dtype(&self.vars), &device);
+        Ok(std::borrow::Cow::Owned(GarModel::new(
+            &self.cfg,
+            vb,
+            GarQuirks::default(),
+        )?))
+    }
+
+    /// Every checkpoint tensor, by key name, sorted (LoRA adapters not included: see `lora`). A
+    /// tied embedding / LM head is one entry.
     pub fn named_vars(&self) -> &[(String, Var)] {
         &self.vars
     }
@@ -102,7 +167,7 @@ impl TrainModel {
         &self.model
     }
 
-    /// Forward to the loss (training.md §4.4–§4.5) in f32.
+    /// Forward to the loss (training.md §4.4–§4.5) in the weights' dtype; the loss is f32.
     pub fn loss(&self, sample: &EncodedSample) -> Result<LossOutput, TrainError> {
         let logits = self.logits(sample)?;
         let loss = causal_lm_loss(&logits, &sample.labels)?;
@@ -114,7 +179,8 @@ impl TrainModel {
 
     /// Logits `(L, vocab)` f32 for every position of the sample.
     pub fn logits(&self, sample: &EncodedSample) -> Result<Tensor, TrainError> {
-        run_logits(&self.model, sample)
+        let model = self.current_model()?;
+        run_logits(&model, sample)
     }
 
     /// Each Var's gradient from `grads`, zeros where the loss does not depend on it.
@@ -130,6 +196,11 @@ impl TrainModel {
             })
             .collect()
     }
+}
+
+/// The dtype the model runs in: the weights' (all loaded in one dtype).
+fn vars_dtype(vars: &[(String, Var)]) -> DType {
+    vars.first().map_or(DType::F32, |(_, v)| v.dtype())
 }
 
 /// The forward shared by training and the inference-path cross-check in the tests.

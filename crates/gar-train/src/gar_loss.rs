@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use gar_processor::GarProcessor;
 
 use crate::conversation::SampleSpec;
@@ -28,17 +28,38 @@ impl GarLossModel {
         options: EncodeOptions,
         device: &Device,
     ) -> std::result::Result<Self, TrainError> {
+        Self::load_as(dir, options, DType::F32, device)
+    }
+
+    /// As `load`, with the weights (and the forward and backward) in `dtype` (f32 or bf16).
+    pub fn load_as(
+        dir: impl AsRef<Path>,
+        options: EncodeOptions,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, TrainError> {
         let dir = dir.as_ref();
         let processor = training_processor(dir, options).map_err(|e| TrainError::Checkpoint {
             path: dir.to_path_buf(),
             msg: e.to_string(),
         })?;
         Ok(Self {
-            model: TrainModel::load(dir, device)?,
+            model: TrainModel::load_as(dir, dtype, device)?,
             processor,
             options,
             last_tokens: Cell::new(0),
         })
+    }
+
+    /// Train LoRA adapters instead of the weights they adapt (see `TrainModel::with_lora`; the
+    /// trainer must freeze `lora.targeted()`).
+    pub fn with_lora(mut self, lora: crate::lora::Lora) -> std::result::Result<Self, TrainError> {
+        self.model = self.model.with_lora(lora)?;
+        Ok(self)
+    }
+
+    pub fn train_model(&self) -> &TrainModel {
+        &self.model
     }
 }
 
@@ -48,7 +69,15 @@ fn to_candle(e: impl std::fmt::Display) -> candle_core::Error {
 
 impl LossModel for GarLossModel {
     fn vars(&self) -> Vec<(String, Var)> {
-        self.model.named_vars().to_vec()
+        let mut vars = self.model.named_vars().to_vec();
+        if let Some(lora) = self.model.lora() {
+            vars.extend(lora.vars());
+        }
+        vars
+    }
+
+    fn lora(&self) -> Option<&crate::lora::Lora> {
+        self.model.lora()
     }
 
     fn loss(&self, batch: &[SampleSpec]) -> Result<Tensor> {

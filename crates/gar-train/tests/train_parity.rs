@@ -254,3 +254,197 @@ fn loss_and_gradients_match_pytorch_tiny_pe_g_two_regions() {
     let (n, c, s) = CASES[1];
     check_case(n, c, s);
 }
+
+// ---------------------------------------------------------------------------------------------
+// One optimiser step on the GAR gradients (training.md §5.3–§5.4, §8.2 item 8).
+
+/// GAR's optimiser settings, as `tools/reference/train/make_step_fixtures.py` applies them.
+const STEP_LR: f64 = 1e-5;
+const STEP_CLIP: f32 = 1.0;
+
+/// The update Δ = w_after − w_before of every checkpoint tensor after gar-train's global-norm clip
+/// and one AdamW step on `grads` (checkpoint key → gradient), plus the norm before clipping.
+fn rust_step(ckpt: &str, grads: &HashMap<String, Tensor>) -> (f32, HashMap<String, Vec<f32>>) {
+    use gar_train::clip::clip_global_norm;
+    use gar_train::optim::{AdamW, AdamWConfig};
+    let dev = Device::Cpu;
+    let model = TrainModel::load(repo().join("fixtures/checkpoints").join(ckpt), &dev).unwrap();
+    let vars = model.named_vars().to_vec();
+    let before: Vec<Vec<f32>> = vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let mut g: Vec<Tensor> = vars
+        .iter()
+        .map(|(n, _)| {
+            grads
+                .get(n)
+                .unwrap_or_else(|| panic!("no gradient for {n}"))
+                .clone()
+        })
+        .collect();
+    let norm = clip_global_norm(&mut g, STEP_CLIP).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), vars.clone()).unwrap();
+    opt.apply(&g, STEP_LR).unwrap();
+    let deltas = vars
+        .iter()
+        .zip(before)
+        .map(|((n, v), b)| {
+            let a: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            (n.clone(), a.iter().zip(&b).map(|(x, y)| x - y).collect())
+        })
+        .collect();
+    (norm, deltas)
+}
+
+/// Worst disagreement with the reference step, in units of the learning rate: over the sampled
+/// positions, and over the per-tensor sums Σ Δ and Σ |Δ| (divided by the tensor size).
+struct StepDiff {
+    worst_sample: (f64, String),
+    /// Over the sampled positions whose reference gradient is at least `DETERMINED` × the tensor's
+    /// largest: there the sign of the update does not depend on the gradients' f32 noise.
+    worst_determined: (f64, String),
+    determined: usize,
+    sampled: usize,
+    worst_sum: (f64, String),
+    nonzero_mismatch: Vec<String>,
+}
+
+/// Gradient entries below this fraction of their tensor's largest are within reach of the f32 noise
+/// of the gradients (train_parity allows 5e-4 of the largest), so the first Adam step's near-sign
+/// update may legitimately flip there.
+const DETERMINED: f64 = 5e-3;
+
+fn compare_step(
+    name: &str,
+    deltas: &HashMap<String, Vec<f32>>,
+    reference_grads: &HashMap<String, Tensor>,
+) -> StepDiff {
+    let dir = repo().join("fixtures/train/step");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
+    let case = &meta["cases"][name];
+    let samples =
+        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let tensors = case["tensors"].as_object().unwrap();
+    assert_eq!(tensors.len(), deltas.len(), "{name}: tensor count");
+    let mut d = StepDiff {
+        worst_sample: (0.0, String::new()),
+        worst_sum: (0.0, String::new()),
+        worst_determined: (0.0, String::new()),
+        determined: 0,
+        sampled: 0,
+        nonzero_mismatch: Vec::new(),
+    };
+    for (key, t) in tensors {
+        let ours = deltas
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: no tensor {key}"));
+        assert_eq!(ours.len() as u64, t["numel"].as_u64().unwrap(), "{key}");
+        let index: Vec<i64> = samples[&format!("{key}.index")].to_vec1().unwrap();
+        let want: Vec<f32> = samples[&format!("{key}.delta")].to_vec1().unwrap();
+        let g: Vec<f32> = reference_grads[key]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let g_max = g.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+        for (&i, &w) in index.iter().zip(&want) {
+            let e = f64::from(ours[i as usize] - w).abs() / STEP_LR;
+            let what = || format!("{key}[{i}]: ours {} ref {w}", ours[i as usize]);
+            if e > d.worst_sample.0 {
+                d.worst_sample = (e, what());
+            }
+            d.sampled += 1;
+            if f64::from(g[i as usize]).abs() >= DETERMINED * g_max {
+                d.determined += 1;
+                if e > d.worst_determined.0 {
+                    d.worst_determined = (e, what());
+                }
+            }
+        }
+        let n = ours.len() as f64;
+        let sum: f64 = ours.iter().map(|&v| f64::from(v)).sum();
+        let abs_sum: f64 = ours.iter().map(|&v| f64::from(v).abs()).sum();
+        for (got, field) in [(sum, "sum"), (abs_sum, "abs_sum")] {
+            let e = (got - t[field].as_f64().unwrap()).abs() / (n * STEP_LR);
+            if e > d.worst_sum.0 {
+                d.worst_sum = (e, format!("{key} {field}"));
+            }
+        }
+        let nonzero = ours.iter().filter(|&&v| v != 0.0).count() as u64;
+        let want_nonzero = t["nonzero"].as_u64().unwrap();
+        if nonzero != want_nonzero {
+            d.nonzero_mismatch
+                .push(format!("{key}: {nonzero} vs {want_nonzero}"));
+        }
+    }
+    d
+}
+
+fn check_step(name: &str, ckpt: &str, case: &str) {
+    let dir = repo().join("fixtures/train/step");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
+    let want_norm = meta["cases"][name]["grad_norm"].as_f64().unwrap();
+    assert_eq!(meta["lr"].as_f64(), Some(STEP_LR));
+
+    // (1) The reference gradients through gar-train's clip + AdamW: the optimiser alone.
+    let dev = Device::Cpu;
+    let reference = candle_core::safetensors::load(
+        repo()
+            .join("fixtures/train/loss")
+            .join(name)
+            .join("grads.safetensors"),
+        &dev,
+    )
+    .unwrap();
+    let (norm, deltas) = rust_step(ckpt, &reference);
+    let d = compare_step(name, &deltas, &reference);
+    let norm_rel = (f64::from(norm) - want_norm).abs() / want_norm;
+    println!(
+        "{name}, reference gradients: norm rel {norm_rel:.1e}; worst sample {:.2e} lr ({}); worst sum {:.2e} lr ({}); nonzero mismatches {:?}",
+        d.worst_sample.0, d.worst_sample.1, d.worst_sum.0, d.worst_sum.1, d.nonzero_mismatch
+    );
+    assert!(norm_rel < 1e-6, "{name}: grad norm {norm} vs {want_norm}");
+    assert!(d.worst_sample.0 < 1e-6, "{name}: {}", d.worst_sample.1);
+    assert!(d.worst_sum.0 < 1e-6, "{name}: {}", d.worst_sum.1);
+    assert!(d.nonzero_mismatch.is_empty(), "{:?}", d.nonzero_mismatch);
+
+    // (2) Our own gradients (forward + backward) through the same step: the whole chain.
+    let model = TrainModel::load(repo().join("fixtures/checkpoints").join(ckpt), &dev).unwrap();
+    let out = model.loss(&encoded(ckpt, case)).unwrap();
+    let grads = out.loss.backward().unwrap();
+    let ours: HashMap<String, Tensor> = model.gradients(&grads).unwrap().into_iter().collect();
+    drop(model);
+    let (norm, deltas) = rust_step(ckpt, &ours);
+    let d = compare_step(name, &deltas, &reference);
+    let norm_rel = (f64::from(norm) - want_norm).abs() / want_norm;
+    println!(
+        "{name}, our gradients: norm rel {norm_rel:.1e}; {}/{} samples determined, worst {:.2e} lr ({}); \
+         worst of all samples {:.2e} lr ({}); worst sum {:.2e} lr ({}); nonzero mismatches {:?}",
+        d.determined, d.sampled, d.worst_determined.0, d.worst_determined.1, d.worst_sample.0,
+        d.worst_sample.1, d.worst_sum.0, d.worst_sum.1, d.nonzero_mismatch
+    );
+    assert!(norm_rel < 1e-4, "{name}: grad norm {norm} vs {want_norm}");
+    assert!(
+        d.worst_determined.0 < 1e-4,
+        "{name}: update off where the gradient's sign is certain: {}",
+        d.worst_determined.1
+    );
+    // A near-zero gradient entry may flip its update (±lr); the per-tensor sums average that out.
+    assert!(d.worst_sum.0 < 1e-3, "{name}: {}", d.worst_sum.1);
+}
+
+#[test]
+fn one_adamw_step_matches_torch_tiny_pe_l() {
+    let (n, c, s) = CASES[0];
+    check_step(n, c, s);
+}
+
+#[test]
+fn one_adamw_step_matches_torch_tiny_pe_g() {
+    let (n, c, s) = CASES[1];
+    check_step(n, c, s);
+}

@@ -2,7 +2,7 @@
 //! (resumable), a loss-curve SVG and the final export in the HF GAR layout.
 //!
 //! The loop is generic over `gar_train::model::LossModel`: `kind = "gar"` trains the checkpoint
-//! through the GAR training forward (f32), `kind = "tiny"` a small stand-in model (fast smoke tests
+//! through the GAR training forward (f32 or bf16), `kind = "tiny"` a small stand-in model (fast smoke tests
 //! of data, loop, checkpoints and export).
 
 use crate::exit::{Failure, Kind};
@@ -55,26 +55,39 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             let Some(dir) = &cfg.model.dir else {
                 bail!("[model] dir is required with kind = \"gar\"")
             };
-            if cfg.lora.is_some() {
-                return Err(input(anyhow::anyhow!(
-                    "[lora] is not wired into the GAR forward yet (it works with kind = \"tiny\"); \
-                     use [freeze] switches for a reduced-memory run"
-                ))
-                .into());
-            }
-            if dtype != DType::F32 {
-                eprintln!(
-                    "note: the GAR training forward runs in f32 in this build ([model] dtype = {:?} is ignored)",
-                    cfg.model.dtype
-                );
+            match dtype {
+                DType::F32 => {}
+                DType::BF16 => eprintln!(
+                    "note: training in bf16 (weights, forward, backward; f32 optimiser masters). The \
+                     PyTorch-parity checks cover f32 only: set [model] dtype = \"f32\" for that path"
+                ),
+                _ => {
+                    return Err(input(anyhow::anyhow!(
+                        "[model] dtype = {:?} is not supported with kind = \"gar\": use \"bf16\" or \"f32\"",
+                        cfg.model.dtype
+                    ))
+                    .into())
+                }
             }
             let options = EncodeOptions {
                 max_num_tiles: cfg.model.max_num_tiles,
                 ..EncodeOptions::default()
             };
-            let model = GarLossModel::load(dir, options, &device)
+            let model = GarLossModel::load_as(dir, options, dtype, &device)
                 .map_err(|e| Failure::new(Kind::Checkpoint, e))?;
-            train(model, Vec::new(), &cfg, source, reducer)
+            let (model, frozen) = match &cfg.lora {
+                Some(l) => {
+                    let lora = Lora::new(l, &model.vars(), cfg.seed)
+                        .map_err(|e| Failure::new(Kind::Input, e))?;
+                    let frozen = lora.targeted();
+                    let model = model
+                        .with_lora(lora)
+                        .map_err(|e| Failure::new(Kind::Input, e))?;
+                    (model, frozen)
+                }
+                None => (model, Vec::new()),
+            };
+            train(model, frozen, &cfg, source, reducer)
         }
         other => bail!("[model] kind = {other:?}: expected \"gar\" or \"tiny\""),
     }
