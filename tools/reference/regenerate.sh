@@ -55,7 +55,7 @@ for s in "${steps[@]}"; do
     chat) "$VENV/bin/python" make_chat_fixture.py ;;
     multi_image) "$VENV/bin/python" make_multi_image_fixture.py ;;
     train) "$VENV/bin/python" train/make_optim_fixtures.py && "$VENV/bin/python" train/make_construct_fixtures.py \
-      && "$VENV/bin/python" train/make_arrow_fixture.py ;;
+      && "$VENV/bin/python" train/make_arrow_fixture.py && "$VENV/bin/python" train/make_encode_fixtures.py ;;
     sam) "$HERE/sam/regenerate_sam.sh" ;;
     trainloss)
       # The encoded inputs come from the Rust encoder (see fixtures/train/loss/GENERATED_BY.md).
