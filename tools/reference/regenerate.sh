@@ -63,6 +63,8 @@ for s in "${steps[@]}"; do
       (cd "$REPO" && GAR_DUMP_TRAIN_INPUTS="$dump" cargo test -q -p gar-train --test train_parity dump_encoded_inputs)
       "$VENV/bin/python" train/make_loss_fixtures.py "$dump"
       "$VENV/bin/python" train/make_step_fixtures.py
+      # Real-photo cases: inputs from the independent Python encoder (fixtures/train/encode), not from Rust.
+      "$VENV/bin/python" train/make_photo_loss_fixtures.py
       rm -rf "$dump" ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac

@@ -212,6 +212,7 @@ fn render_conversation(
     }
     let image_token = &processor.special_tokens().image_token;
     let mut messages = Vec::with_capacity(2 * spec.turns.len());
+    let mut seen_crops = std::collections::BTreeSet::new();
     for (i, turn) in spec.turns.iter().enumerate() {
         let bad = |msg: String| EncodeError::BadTurn { turn: i, msg };
         // The dataset strips `<image>\n` from the first turn; the template then places the image item.
@@ -227,7 +228,7 @@ fn render_conversation(
                 }
             }
         }
-        let user = expand_crop_markers(&user, regions).map_err(bad)?;
+        let user = expand_crop_markers(&user, regions, &mut seen_crops).map_err(bad)?;
         if turn.assistant.contains("[[crop ") {
             return Err(bad("crop markers belong in user text only".into()));
         }
@@ -248,8 +249,13 @@ fn render_conversation(
         .render(&messages, false, &special)?)
 }
 
-/// Replaces every `[[crop K]]` by the 256 crop tokens of `<PromptK>`; K must have a region.
-fn expand_crop_markers(text: &str, regions: &[RegionInput]) -> Result<String, String> {
+/// Replaces every `[[crop K]]` by the 256 crop tokens of `<PromptK>`; K must have a region and must not
+/// be in `seen` (the markers of earlier turns), to which it is added.
+fn expand_crop_markers(
+    text: &str,
+    regions: &[RegionInput],
+    seen: &mut std::collections::BTreeSet<usize>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("[[crop ") {
@@ -262,6 +268,14 @@ fn expand_crop_markers(text: &str, regions: &[RegionInput]) -> Result<String, St
             .trim()
             .parse()
             .map_err(|_| format!("bad crop marker [[crop {}]]", &tail[..end]))?;
+        // GAR's replay takes a crop token's first and last position as one 256-token run; a second
+        // marker of the same region (in any turn) would make that run longer.
+        if !seen.insert(k) {
+            return Err(format!(
+                "{} appears more than once in the conversation",
+                crop_marker(k)
+            ));
+        }
         if !regions.iter().any(|r| r.prompt_index == k) {
             return Err(format!(
                 "{} refers to <Prompt{k}>, which has no mask",
@@ -396,14 +410,42 @@ mod tests {
             bbox: [0.0; 4],
             area: 1,
         };
-        let s = expand_crop_markers("a [[crop 2]] b", std::slice::from_ref(&r)).unwrap();
+        let s = expand_crop_markers(
+            "a [[crop 2]] b",
+            std::slice::from_ref(&r),
+            &mut Default::default(),
+        )
+        .unwrap();
         assert_eq!(
             s.matches(&crop_token_name(2)).count(),
             CROP_TOKENS_PER_REGION
         );
         assert!(s.starts_with("a <|reserved") && s.ends_with("|> b"));
-        assert!(expand_crop_markers("[[crop 1]]", std::slice::from_ref(&r)).is_err());
-        assert!(expand_crop_markers("[[crop x]]", std::slice::from_ref(&r)).is_err());
-        assert!(expand_crop_markers("[[crop 2", std::slice::from_ref(&r)).is_err());
+        assert!(expand_crop_markers(
+            "[[crop 1]]",
+            std::slice::from_ref(&r),
+            &mut Default::default()
+        )
+        .is_err());
+        assert!(expand_crop_markers(
+            "[[crop x]]",
+            std::slice::from_ref(&r),
+            &mut Default::default()
+        )
+        .is_err());
+        assert!(expand_crop_markers(
+            "[[crop 2",
+            std::slice::from_ref(&r),
+            &mut Default::default()
+        )
+        .is_err());
+        assert!(expand_crop_markers(
+            "[[crop 2]] [[crop 2]]",
+            std::slice::from_ref(&r),
+            &mut Default::default()
+        )
+        .is_err());
+        let mut seen = std::collections::BTreeSet::from([2]);
+        assert!(expand_crop_markers("[[crop 2]]", std::slice::from_ref(&r), &mut seen).is_err());
     }
 }

@@ -256,6 +256,111 @@ fn loss_and_gradients_match_pytorch_tiny_pe_g_two_regions() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Real-photo samples (training.md §8.1): the reference ran on the independent Python encoding of
+// `fixtures/train/encode/<case>.json` (which `encode_parity` ties to ours) and stored the loss and
+// per-tensor gradient summaries in `fixtures/train/loss_photo/<case>.json`
+// (`tools/reference/train/make_photo_loss_fixtures.py`).
+
+#[path = "common/encode_case.rs"]
+mod encode_case;
+
+fn check_photo_case(name: &str) {
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join(format!("fixtures/train/loss_photo/{name}.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let enc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join(format!("fixtures/train/encode/{name}.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let case = &enc["case"];
+    let data = encode_case::shared_data();
+    if encode_case::uses_shared_data(case) && !data.is_dir() {
+        eprintln!("{name}: skipped, {} is absent", data.display());
+        return;
+    }
+    let opts = EncodeOptions {
+        mask_resample: gar_train::encode::TrainMaskResample::Bicubic,
+        max_num_tiles: case["max_num_tiles"].as_u64().map(|n| n as usize),
+    };
+    let ckpt = repo()
+        .join("fixtures/checkpoints")
+        .join(case["checkpoint"].as_str().unwrap());
+    let proc = training_processor(&ckpt, opts).unwrap();
+    let s = encode(&encode_case::sample(case, &data), &proc, opts).unwrap();
+    assert_eq!(
+        s.supervised_tokens() as u64,
+        want["supervised_tokens"].as_u64().unwrap(),
+        "{name}: supervised tokens"
+    );
+
+    let dev = Device::Cpu;
+    let model = TrainModel::load(&ckpt, &dev).unwrap();
+    let out = model.loss(&s).unwrap();
+    let loss = f64::from(out.loss.to_scalar::<f32>().unwrap());
+    let want_loss = want["loss"].as_f64().unwrap();
+    let loss_rel = (loss - want_loss).abs() / want_loss.abs();
+    println!("{name}: loss {loss:.7} vs reference {want_loss:.7} (relative {loss_rel:.2e})");
+    assert!(loss_rel < LOSS_REL_TOL, "{name}: loss relative {loss_rel}");
+
+    let grads = out.loss.backward().unwrap();
+    let ours = model.gradients(&grads).unwrap();
+    let reference = want["grads"].as_object().unwrap();
+    assert_eq!(ours.len(), reference.len(), "{name}: gradient count");
+    let mut worst = (0f64, String::new());
+    let mut failures = Vec::new();
+    for (key, g) in &ours {
+        let r = &reference[key.as_str()];
+        let shape: Vec<usize> = serde_json::from_value(r["shape"].clone()).unwrap();
+        assert_eq!(g.dims(), shape.as_slice(), "{name}: {key} shape");
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let max_ref = r["max_abs"].as_f64().unwrap();
+        let scale = if max_ref > 0.0 { max_ref } else { 1.0 };
+        // Same measure as the full-tensor cases (max|diff| / max|ref|), on the stored values and the
+        // tensor's max and L2 norm.
+        let stride = r["stride"].as_u64().unwrap() as usize;
+        let mut rel = r["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .fold(0f64, |m, (j, v)| {
+                m.max((f64::from(g[j * stride]) - v.as_f64().unwrap()).abs() / scale)
+            });
+        let max_ours = g.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+        rel = rel.max((max_ours - max_ref).abs() / scale);
+        let norm_ours = g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let norm_ref = r["sq_sum"].as_f64().unwrap().sqrt();
+        rel = rel.max((norm_ours - norm_ref).abs() / norm_ref.max(scale));
+        if rel > worst.0 {
+            worst = (rel, key.clone());
+        }
+        if rel >= GRAD_REL_TOL {
+            failures.push(format!("{key}: {rel:.2e} (max|ref| {max_ref:.2e})"));
+        }
+    }
+    println!(
+        "{name}: {} gradients, worst relative deviation {:.2e} at {}",
+        ours.len(),
+        worst.0,
+        worst.1
+    );
+    assert!(failures.is_empty(), "{name}: gradients off: {failures:#?}");
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch_photo_two_regions_python_encoded() {
+    check_photo_case("pe-l_photo_two");
+}
+
+#[test]
+fn loss_and_gradients_match_pytorch_photo_one_region_python_encoded() {
+    check_photo_case("pe-g_photo_single");
+}
+
+// ---------------------------------------------------------------------------------------------
 // One optimiser step on the GAR gradients (training.md §5.3–§5.4, §8.2 item 8).
 
 /// GAR's optimiser settings, as `tools/reference/train/make_step_fixtures.py` applies them.

@@ -88,7 +88,7 @@ CASES = {
                 "<Prompt1>: [[crop 1]]\n<Prompt3>: [[crop 3]]\n\nWhat is <Prompt1> doing?",
                 "assistant": "<Prompt1> stands next to <Prompt3>.",
             },
-            {"user": "<Prompt3>: [[crop 3]]\nAnd <Prompt4>?", "assistant": "<Prompt4> is not in the image."},
+            {"user": "And <Prompt4>?", "assistant": "<Prompt4> is not in the image."},
         ],
     },
     # (c) the same photograph, one region, the other checkpoint and its full tile grid.
@@ -274,7 +274,17 @@ def encode(case: dict) -> dict:
     flat_p = pv.reshape(-1)
 
     crop_ids = {k: tok.convert_tokens_to_ids(crop_name(k)) for k in masks}
-    return {
+    # The inputs themselves, for the real-photo loss reference (make_photo_loss_fixtures.py).
+    tensors = {
+        "input_ids": torch.tensor(ids, dtype=torch.int64),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "pixel_values": out["pixel_values"][0].to(torch.float32).contiguous(),
+        "mask_labels": mask_labels.to(torch.uint8).contiguous(),
+        "boxes": torch.tensor([box_of(masks[k], w, h) for k in sorted(masks)], dtype=torch.float64),
+        "crop_token_ids": torch.tensor([crop_ids[k] for k in sorted(masks)], dtype=torch.int64),
+        "aspect_ratio": torch.tensor([ncw, nch], dtype=torch.int64),
+    }
+    return tensors, {
         "num_tiles": int(pv.shape[0]),
         "aspect_ratio": [ncw, nch],
         "image_size": [w, h],
@@ -305,7 +315,7 @@ def main() -> None:
         if not have_data(case):
             print(f"{name}: skipped, its image or masks are not in shared/data")
             continue
-        enc = encode(case)
+        _, enc = encode(case)
         path = OUT / f"{name}.json"
         body = {"case": case, "numpy": numpy.__version__, **enc}
         path.write_text(json.dumps(body, separators=(",", ":")) + "\n")

@@ -25,7 +25,9 @@ OUT = REPO / "fixtures" / "train" / "loss"
 CASES = {"pe-l_single": "tiny-pe-l", "pe-g_two": "tiny-pe-g"}
 
 
-def run_case(name: str, ckpt: str, inputs: dict):
+def loss_and_grads(ckpt: str, inputs: dict):
+    """Reference loss (f32 tensor) and the gradient of every checkpoint tensor (key → f32 tensor, zeros where
+    the loss does not reach it), plus the keys of those untouched tensors."""
     ref = GARReference(REPO / "fixtures" / "checkpoints" / ckpt)
     params = dict(("mllm." + n, p) for n, p in ref.mllm.named_parameters())
     params["mask_patch_embedding.weight"] = ref.mask_patch_embedding.weight
@@ -54,6 +56,16 @@ def run_case(name: str, ckpt: str, inputs: dict):
     for k, p in sorted(params.items()):
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         grads[k] = g.detach().to(torch.float32).contiguous()
+    untouched = [k for k, p in sorted(params.items()) if p.grad is None]
+    return loss, grads, untouched
+
+
+def run_case(name: str, ckpt: str, inputs: dict):
+    loss, grads, untouched = loss_and_grads(ckpt, inputs)
+    input_ids = inputs["input_ids"]
+    labels = inputs["labels"]
+    pv = inputs["pixel_values"]
+    ncw, nch = (int(v) for v in inputs["aspect_ratio"])
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
     save_file(grads, str(out / "grads.safetensors"))
@@ -68,7 +80,7 @@ def run_case(name: str, ckpt: str, inputs: dict):
         "pixel_sum": float(pv.double().sum()),
         "pixel_abs_sum": float(pv.double().abs().sum()),
         "mask_label_sum": int(inputs["mask_labels"].long().sum()),
-        "untouched": [k for k, p in sorted(params.items()) if p.grad is None],
+        "untouched": untouched,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{name}: loss {loss.item():.7f}, {len(grads)} gradients", file=sys.stderr)
