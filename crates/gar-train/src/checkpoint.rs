@@ -67,13 +67,14 @@ pub fn load<M: LossModel>(trainer: &mut Trainer<M>, dir: &Path) -> Result<()> {
     let state: LoopState =
         serde_json::from_str(&io(std::fs::read_to_string(&state_path), &state_path)?)
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", state_path.display())))?;
-    if (state.rank, state.world_size) != (trainer.state.rank, trainer.state.world_size) {
+    // Only rank 0 writes checkpoints; every rank holds the same weights and moments (they apply the
+    // same reduced gradients) and has consumed the same number of samples, so any rank of the same
+    // world size resumes from it. Another world size would deal the data out differently.
+    if state.world_size != trainer.state.world_size {
         candle_core::bail!(
-            "{} was written by rank {} of {}, this is rank {} of {}",
+            "{} was written by a run with {} rank(s), this one has {}",
             dir.display(),
-            state.rank,
             state.world_size,
-            trainer.state.rank,
             trainer.state.world_size
         );
     }
@@ -125,7 +126,10 @@ pub fn load<M: LossModel>(trainer: &mut Trainer<M>, dir: &Path) -> Result<()> {
         }
     }
     trainer.opt.step = state.step;
-    trainer.state = state;
+    trainer.state = LoopState {
+        rank: trainer.state.rank,
+        ..state
+    };
     Ok(())
 }
 

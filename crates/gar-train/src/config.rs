@@ -8,6 +8,7 @@
 //! [model]
 //! dir = "models/GAR-1B"     # HF GAR folder: weights + config/tokenizer/processor files
 //! dtype = "bf16"            # parameter dtype (f32 master weights are kept by the optimiser)
+//! device = "cpu"            # or "cuda" (GPU LOCAL_RANK; multi-GPU runs all-reduce over NCCL)
 //!
 //! [data]
 //! arrow = ["data/Seed-Dataset", "data/Fine-Grained-Dataset", "data/Relation-Dataset"]
@@ -78,6 +79,13 @@ pub struct ModelConfig {
     pub dtype: String,
     /// Caps the tile grid of each sample (`kind = "gar"`); the checkpoint's `max_num_tiles` by default.
     pub max_num_tiles: Option<usize>,
+    /// `"cpu"` (default) or `"cuda"`: GPU `LOCAL_RANK` (0 without a launcher); needs a `cuda` build.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
 }
 
 fn default_kind() -> String {
@@ -203,6 +211,12 @@ impl TrainConfig {
             return Err(format!(
                 "[model] dtype {:?}: use bf16, f16 or f32",
                 self.model.dtype
+            ));
+        }
+        if !matches!(self.model.device.as_str(), "cpu" | "cuda") {
+            return Err(format!(
+                "[model] device {:?}: use \"cpu\" or \"cuda\"",
+                self.model.device
             ));
         }
         match (self.model.kind.as_str(), &self.model.dir) {

@@ -21,9 +21,12 @@ pub mod gar_loss;
 pub mod lora;
 pub mod loss;
 pub mod model;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod optim;
 pub mod plot;
 pub mod rle;
 pub mod sampler;
 pub mod schedule;
+pub mod tcp;
 pub mod trainer;

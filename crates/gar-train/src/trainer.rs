@@ -1,9 +1,10 @@
 //! The training loop: micro-batches → `loss / A` backward → accumulate → all-reduce mean →
 //! clip → AdamW at the scheduled rate (training.md §5.4–5.6).
 //!
-//! Determinism: the construction RNG of every sample is derived from (seed, rank, epoch, position
-//! in the epoch), not drawn from one long-lived stream, so the data side of a resumed run needs
-//! only the number of samples consumed.
+//! Determinism: the construction RNG of every sample is derived from (seed, the sample's position
+//! in the global order of its epoch), not drawn from one long-lived stream, so the data side of a
+//! resumed run needs only the number of samples consumed, and N ranks see exactly the samples (and
+//! random choices) one rank would see with an N× larger step.
 
 use crate::accumulate::GradAccumulator;
 use crate::allreduce::AllReduce;
@@ -146,7 +147,11 @@ impl<M: LossModel> Trainer<M> {
             self.epoch_cache = Some((epoch, self.sampler.epoch_indices(epoch)));
         }
         let index = self.epoch_cache.as_ref().expect("filled above").1[within];
-        let mut ch = SeededChoices::new(sample_seed(self.settings.seed, self.state.rank, pos));
+        // The sampler deals the global order round-robin: this rank's `within`-th sample is the
+        // global sample `within · world + rank` (with world 1 this is just `pos`).
+        let world = self.sampler.world as u64;
+        let global = epoch * per_epoch * world + within as u64 * world + self.state.rank as u64;
+        let mut ch = SeededChoices::new(sample_seed(self.settings.seed, global));
         self.state.samples_consumed += 1;
         match construct_with_resampling(
             self.source.as_ref(),
@@ -213,6 +218,14 @@ impl<M: LossModel> Trainer<M> {
         }
         let mut grads = acc.take(&var_refs)?;
         self.reducer.all_reduce_mean(&mut grads)?;
+        if self.reducer.world_size() > 1 {
+            // Log the loss of the whole step (all ranks), not only this rank's share.
+            let device = grads.first().map(|g| g.device().clone());
+            let device = device.unwrap_or(candle_core::Device::Cpu);
+            let mut l = [candle_core::Tensor::new(&[loss_sum as f32], &device)?];
+            self.reducer.all_reduce_mean(&mut l)?;
+            loss_sum = l[0].to_vec1::<f32>()?[0] as f64;
+        }
         let grad_norm = if self.settings.clip > 0.0 {
             clip_global_norm(&mut grads, self.settings.clip)?
         } else {
@@ -239,12 +252,10 @@ impl<M: LossModel> Trainer<M> {
     }
 }
 
-/// A per-sample seed: SplitMix64 over (seed, rank, position) so neighbouring samples get unrelated
-/// streams.
-pub fn sample_seed(seed: u64, rank: usize, position: u64) -> u64 {
-    let mut z = seed
-        ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ position.wrapping_mul(0xD1B5_4A32_D192_ED03);
+/// A per-sample seed: SplitMix64 over (seed, global position) so neighbouring samples get
+/// unrelated streams.
+pub fn sample_seed(seed: u64, position: u64) -> u64 {
+    let mut z = seed ^ position.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

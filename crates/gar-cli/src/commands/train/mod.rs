@@ -1,5 +1,6 @@
 //! `gar train`: run a training config, or one sample's loss and gradients (`gar train loss`).
 
+pub mod dist;
 pub mod loss;
 pub mod run;
 

@@ -5,10 +5,11 @@
 //! through the GAR training forward (f32 or bf16), `kind = "tiny"` a small stand-in model (fast smoke tests
 //! of data, loop, checkpoints and export).
 
+use super::dist::Launch;
 use crate::exit::{Failure, Kind};
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Tensor};
-use gar_train::allreduce::{AllReduce, SingleProcess};
+use candle_core::{DType, Tensor};
+use gar_train::allreduce::AllReduce;
 use gar_train::checkpoint;
 use gar_train::config::TrainConfig;
 use gar_train::construct::ConstructConfig;
@@ -29,14 +30,16 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     // A bad config or unreadable data is the user's input problem (exit code 3).
     let input = |e: anyhow::Error| Failure::new(Kind::Input, e);
     let cfg = TrainConfig::load(config).map_err(|e| input(anyhow::Error::msg(e)))?;
-    let reducer = process_group().map_err(input)?;
+    let launch = Launch::from_env().map_err(input)?;
+    let device = launch.device(&cfg.model.device).map_err(input)?;
     let source = open_data(&cfg).map_err(input)?;
+    // After the cheap checks, so a bad config fails at once instead of after the rendezvous.
+    let reducer = launch.process_group(&device)?;
     let dtype = match cfg.model.dtype.as_str() {
         "f32" => DType::F32,
         "f16" => DType::F16,
         _ => DType::BF16,
     };
-    let device = Device::Cpu;
     match cfg.model.kind.as_str() {
         "tiny" => {
             let model = TinyModel::new(cfg.seed, dtype, &device)?;
@@ -91,22 +94,6 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         }
         other => bail!("[model] kind = {other:?}: expected \"gar\" or \"tiny\""),
     }
-}
-
-/// Launch environment: RANK / WORLD_SIZE as set by torchrun-style launchers. This build has only
-/// the single-process implementation; a world size above 1 is refused instead of silently
-/// training N independent copies.
-fn process_group() -> anyhow::Result<Box<dyn AllReduce>> {
-    let world: usize = match std::env::var("WORLD_SIZE") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("WORLD_SIZE={v:?} is not a number"))?,
-        Err(_) => 1,
-    };
-    if world > 1 {
-        bail!("WORLD_SIZE={world}: multi-process training needs an NCCL all-reduce, which this build does not have");
-    }
-    Ok(Box::new(SingleProcess))
 }
 
 fn open_data(cfg: &TrainConfig) -> anyhow::Result<Arc<dyn RowSource>> {
@@ -170,7 +157,12 @@ fn train<M: LossModel>(
         },
     };
     let out = &cfg.out_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Every rank holds the same weights after each step, so rank 0 alone writes the log,
+    // checkpoints, curve and export (out_dir must be shared for the other ranks to resume).
+    let writer = reducer.rank() == 0;
+    if writer {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
     let mut trainer = Trainer::new(model, source, reducer, settings)?;
     if l.resume {
         if let Some(dir) = checkpoint::latest(out) {
@@ -183,8 +175,15 @@ fn train<M: LossModel>(
         }
     }
     let log_path = out.join("log.jsonl");
-    let mut log = open_log(&log_path, trainer.state.step)?;
-    let bar = indicatif::ProgressBar::new(steps as u64).with_position(trainer.state.step);
+    let mut log = match writer {
+        true => Some(open_log(&log_path, trainer.state.step)?),
+        false => None,
+    };
+    let bar = match writer {
+        true => indicatif::ProgressBar::new(steps as u64),
+        false => indicatif::ProgressBar::hidden(),
+    }
+    .with_position(trainer.state.step);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
@@ -193,8 +192,10 @@ fn train<M: LossModel>(
     );
     while !trainer.is_done() {
         let entry = trainer.step()?;
-        writeln!(log, "{}", serde_json::to_string(&entry)?)?;
-        log.flush()?;
+        if let Some(log) = log.as_mut() {
+            writeln!(log, "{}", serde_json::to_string(&entry)?)?;
+            log.flush()?;
+        }
         bar.set_message(format!(
             "loss {:.4}  lr {:.2e}  |g| {:.3}",
             entry.loss, entry.lr, entry.grad_norm
@@ -209,12 +210,19 @@ fn train<M: LossModel>(
             );
         }
         let step = trainer.state.step;
-        if (l.save_every > 0 && step % l.save_every == 0) || trainer.is_done() {
+        if writer && ((l.save_every > 0 && step % l.save_every == 0) || trainer.is_done()) {
             checkpoint::save(&trainer, &checkpoint::checkpoint_dir(out, step))?;
             checkpoint::prune(out, l.keep)?;
         }
     }
     bar.finish();
+    if !writer {
+        eprintln!(
+            "rank {} trained {} steps (rank 0 writes the outputs)",
+            trainer.state.rank, trainer.state.step
+        );
+        return Ok(());
+    }
     let curve = read_log(&log_path)?;
     std::fs::write(out.join("loss.svg"), gar_train::plot::loss_svg(&curve))?;
     let mut weights: HashMap<String, Tensor> = trainer
