@@ -145,6 +145,20 @@ fn two_processes_equal_one_process_with_both_ranks_samples() {
         };
         assert!((loss(a) - loss(b)).abs() < 1e-4 * loss(b).abs(), "{a}\n{b}");
     }
+
+    // Resuming with an out_dir that only rank 0 sees (rank 1 finds no checkpoint and would start
+    // from step 0): the ranks compare their steps and both stop with an error.
+    let elsewhere = write_config(&dir, "elsewhere", 1);
+    let port = free_port();
+    let r1 = launch(&elsewhere, &dist_env(1, 2, port));
+    let r0 = launch(&dist, &dist_env(0, 2, port));
+    let (ok0, err0) = finish(r0);
+    let (ok1, err1) = finish(r1);
+    assert!(!ok0 && !ok1, "rank 0:\n{err0}\nrank 1:\n{err1}");
+    assert!(
+        err1.contains("resumed from different checkpoints"),
+        "{err1}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -173,6 +173,31 @@ impl<M: LossModel> Trainer<M> {
         }
     }
 
+    /// Checks that every rank stands at the same step (e.g. after a resume: a rank that did not
+    /// find rank 0's checkpoint — an `out_dir` not shared between nodes — would start from step 0
+    /// and silently train something else). Every rank learns the mean step; a rank whose own step
+    /// differs from it fails, and the others then fail at their next exchange.
+    pub fn check_ranks_agree(&self) -> Result<()> {
+        if self.reducer.world_size() == 1 {
+            return Ok(());
+        }
+        let device = self.model.vars().first().map(|(_, v)| v.device().clone());
+        let device = device.unwrap_or(candle_core::Device::Cpu);
+        let step = self.state.step as f64;
+        let mut t = [candle_core::Tensor::new(&[step as f32], &device)?];
+        self.reducer.all_reduce_mean(&mut t)?;
+        let mean = t[0].to_vec1::<f32>()?[0] as f64;
+        if (mean - step).abs() > 1e-3 {
+            candle_core::bail!(
+                "rank {} is at step {} but the ranks' mean step is {mean}: the ranks resumed from \
+                 different checkpoints (is out_dir shared by all ranks?)",
+                self.reducer.rank(),
+                self.state.step
+            );
+        }
+        Ok(())
+    }
+
     /// One optimizer step on the next A micro-batches of this rank's data.
     pub fn step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();

@@ -158,7 +158,8 @@ fn train<M: LossModel>(
     };
     let out = &cfg.out_dir;
     // Every rank holds the same weights after each step, so rank 0 alone writes the log,
-    // checkpoints, curve and export (out_dir must be shared for the other ranks to resume).
+    // checkpoints, curve and export (out_dir must be shared for the other ranks to resume; the
+    // ranks check that they stand at the same step).
     let writer = reducer.rank() == 0;
     if writer {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -174,6 +175,7 @@ fn train<M: LossModel>(
             );
         }
     }
+    trainer.check_ranks_agree()?;
     let log_path = out.join("log.jsonl");
     let mut log = match writer {
         true => Some(open_log(&log_path, trainer.state.step)?),
