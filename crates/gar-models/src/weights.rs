@@ -37,7 +37,9 @@ enum Source {
 /// Where one tensor's bytes sit: file index and absolute byte range within that file's mapping.
 struct Entry {
     file: usize,
-    dtype: DType,
+    /// `Err(stored dtype name)` for dtypes candle cannot hold: reported when the tensor is requested, so
+    /// a checkpoint carrying some unusual extra tensor still loads.
+    dtype: Result<DType, String>,
     shape: Vec<usize>,
     start: usize,
     end: usize,
@@ -72,12 +74,7 @@ fn index_file(
     // `read_metadata` validated that every tensor's range lies inside the data section.
     let data_start = 8 + header_len;
     for (name, info) in meta.tensors() {
-        let dtype = candle_dtype(info.dtype).ok_or_else(|| {
-            files_err(
-                path,
-                format!("tensor {name}: unsupported dtype {:?}", info.dtype),
-            )
-        })?;
+        let dtype = candle_dtype(info.dtype).ok_or_else(|| format!("{:?}", info.dtype));
         let (a, b) = info.data_offsets;
         entries.insert(
             name,
@@ -222,8 +219,14 @@ impl Checkpoint {
                     .ok_or_else(|| candle_core::Error::CannotFindTensor {
                         path: name.to_string(),
                     })?;
+                let dtype = match &e.dtype {
+                    Ok(d) => *d,
+                    Err(stored) => {
+                        candle_core::bail!("tensor {name}: unsupported stored dtype {stored}")
+                    }
+                };
                 let mmap = &files[e.file];
-                let t = Tensor::from_raw_buffer(&mmap[e.start..e.end], e.dtype, &e.shape, device)?;
+                let t = Tensor::from_raw_buffer(&mmap[e.start..e.end], dtype, &e.shape, device)?;
                 release_pages(mmap, e.start, e.end);
                 Ok(t)
             }
