@@ -172,9 +172,46 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Streaming-read bandwidth in GB/s (10⁹ bytes per second): best of `repeats` parallel passes summing a
+/// freshly written `bytes`-long f32 buffer on the kernel thread pool. Decode reads every decoder weight once
+/// per token, so `weight bytes / this` bounds decode time from below. Call it after reading
+/// [`peak_rss_mib`]: the buffer raises the resident peak.
+pub fn stream_read_gb_s(bytes: usize, repeats: usize) -> f64 {
+    use rayon::prelude::*;
+    let data: Vec<f32> = (0..bytes / 4).map(|i| (i % 251) as f32).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        // 16 independent accumulators per chunk so the adds vectorise and the loop is bound by memory,
+        // not by one serial chain of float additions.
+        let total: f32 = data
+            .par_chunks(1 << 18)
+            .map(|chunk| {
+                let mut acc = [0f32; 16];
+                let mut rows = chunk.chunks_exact(16);
+                for row in &mut rows {
+                    for (a, v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+                acc.iter().sum::<f32>() + rows.remainder().iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(total);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (data.len() * 4) as f64 / best / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bandwidth_probe_reports_a_rate() {
+        let gb_s = stream_read_gb_s(8 << 20, 2);
+        assert!(gb_s.is_finite() && gb_s > 0.01, "{gb_s}");
+    }
 
     #[test]
     fn grids() {

@@ -83,10 +83,14 @@ impl Engine {
         let start = Instant::now();
         let processor = GarProcessor::from_dir_with_options(dir, options.processor)
             .map_err(EngineError::CheckpointFiles)?;
-        let mut model = GarModel::load(dir, options.dtype, &options.device, options.quirks)?;
-        let quant_report = model
-            .quantize_language_model(options.quant)
-            .map_err(EngineError::Inference)?;
+        // Quantized while loading, layer by layer: the dense decoder is never materialised as a whole.
+        let (model, quant_report) = GarModel::load_quantized(
+            dir,
+            options.dtype,
+            &options.device,
+            options.quirks,
+            options.quant,
+        )?;
         let specials = processor.special_tokens();
         let vocab = model.config().text.vocab_size;
         if processor.tokenizer().get_vocab_size(true) > vocab {

@@ -19,6 +19,7 @@ use crate::config::GarConfig;
 use crate::error::LoadError;
 use crate::llama::Llama;
 use crate::nn::kv_cache::KvCache;
+use crate::nn::quant::{Quant, QuantReport};
 use crate::projector::Projector;
 use crate::roi_align::{gar_replay_roi, roi_align, RoiAlignParams};
 use crate::vision::{PatchConv, VisionTower};
@@ -86,10 +87,24 @@ impl GarModel {
         device: &Device,
         quirks: GarQuirks,
     ) -> std::result::Result<Self, LoadError> {
+        Ok(Self::load_quantized(dir, dtype, device, quirks, Quant::None)?.0)
+    }
+
+    /// [`GarModel::load`] with the language model's linears quantized while loading (see
+    /// [`Llama::new_quantized`]): the peak memory of the load is near the quantized model's size, not the
+    /// dense one's.
+    pub fn load_quantized(
+        dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+        quirks: GarQuirks,
+        quant: Quant,
+    ) -> std::result::Result<(Self, QuantReport), LoadError> {
         let dir = dir.as_ref();
         let cfg = GarConfig::from_file(dir.join("config.json"))?;
         let ckpt = Arc::new(Checkpoint::open_dir(dir)?);
-        Self::from_checkpoint(&cfg, &ckpt, dtype, device, quirks)
+        let vb = ckpt.var_builder(dtype, device);
+        Self::new_quantized(&cfg, vb, quirks, quant).map_err(|e| load_error(&ckpt, e))
     }
 
     /// Builds the model from an opened checkpoint, mapping tensor problems to [`LoadError::Weight`].
@@ -106,6 +121,16 @@ impl GarModel {
 
     /// `vb` is the checkpoint root (the level holding `mllm.` for GAR, `model.` for PLM).
     pub fn new(cfg: &GarConfig, vb: VarBuilder, quirks: GarQuirks) -> Result<Self> {
+        Ok(Self::new_quantized(cfg, vb, quirks, Quant::None)?.0)
+    }
+
+    /// [`GarModel::new`] with the language model quantized layer by layer as it loads.
+    pub fn new_quantized(
+        cfg: &GarConfig,
+        vb: VarBuilder,
+        quirks: GarQuirks,
+        quant: Quant,
+    ) -> Result<(Self, QuantReport)> {
         let plm = if cfg.weight_prefix.is_empty() {
             vb.clone()
         } else {
@@ -120,7 +145,8 @@ impl GarModel {
             cfg.projector_pooling_ratio,
             model.pp("multi_modal_projector"),
         )?;
-        let language_model = Llama::new(&cfg.text, model.pp("language_model"), plm.clone())?;
+        let (language_model, report) =
+            Llama::new_quantized(&cfg.text, model.pp("language_model"), plm.clone(), quant)?;
         let mask_patch_embedding = match &cfg.gar {
             Some(g) => Some(PatchConv::new(
                 3,
@@ -131,14 +157,15 @@ impl GarModel {
             )?),
             None => None,
         };
-        Ok(Self {
+        let model = Self {
             vision_tower,
             projector,
             language_model,
             mask_patch_embedding,
             cfg: cfg.clone(),
             quirks,
-        })
+        };
+        Ok((model, report))
     }
 
     pub fn config(&self) -> &GarConfig {

@@ -50,14 +50,16 @@
 //! * [`GarQuirks`] (`roi_double_scale`, default `true` = reference behaviour), [`RegionBox`].
 //! * [`Llama`]: `new`, `embed`, `embed_ids`, `forward`, `logits`, `last_logits`, `new_cache`;
 //!   [`KvCache`] (`new`, `seq_len`, `reset`).
-//! * Weight-only quantization: [`Quant`] (`none`, `q8` = Q8_0, `q4` = Q4_K), applied after loading with
-//!   `GarModel::quantize_language_model` / `Llama::quantize` ([`QuantReport`] says what was converted).
+//! * Weight-only quantization: [`Quant`] (`none`, `q8` = Q8_0, `q4` = Q4_K), applied layer by layer while
+//!   loading with `GarModel::load_quantized` / `new_quantized` / `Llama::new_quantized` (load peak near the
+//!   quantized size), or after loading with `GarModel::quantize_language_model` / `Llama::quantize`
+//!   ([`QuantReport`] says what was converted).
 //! * [`generate()`] / [`generate_simple`] with [`GenerationConfig`] (max_new_tokens, stop_tokens, sampling),
 //!   [`GenerationOutput`], [`StopReason`]; [`Sampler`] / [`SamplingConfig`] (greedy default; temperature,
 //!   top-k, top-p, repetition penalty, seed).
 //! * [`GarConfig`] (`from_file`, `from_json_str`) with [`VisionConfig`], [`LlamaConfig`],
 //!   [`GarRegionConfig`].
-//! * [`weights::Checkpoint`]: safetensors single/sharded (mmap) or in-memory tensors; lookups check names and
+//! * [`weights::Checkpoint`]: safetensors single/sharded (mmap, pages released per tensor once copied) or in-memory tensors; lookups check names and
 //!   shapes and fail with [`WeightError`] (surfaced as [`LoadError::Weight`]) naming the tensor.
 //! * [`gguf::load_llama_gguf`] + [`gguf::llama_from_checkpoint`]: llama.cpp GGUF → HF-named f32 Llama.
 //! * [`roi_align`]: the RoI Align used by feature replay (tensor path + kernel-port oracle).

@@ -117,6 +117,27 @@ impl DecoderLayer {
             post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
         })
     }
+
+    /// Quantizes the seven projections in place (nothing for `Quant::None`).
+    fn quantize(&mut self, quant: Quant, report: &mut QuantReport) -> Result<()> {
+        if quant.is_none() {
+            return Ok(());
+        }
+        let a = &mut self.self_attn;
+        let m = &mut self.mlp;
+        for lin in [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ] {
+            report.record(lin.quantize(quant.candidates())?);
+        }
+        Ok(())
+    }
 }
 
 /// The decoder plus its embedding table and LM head.
@@ -134,14 +155,31 @@ impl Llama {
     /// `vb` points at the decoder (`model.language_model` in PLM, `model` in a plain Llama checkpoint) and
     /// `vb_root` at the level holding `lm_head`.
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder, vb_root: VarBuilder) -> Result<Self> {
+        Ok(Self::new_quantized(cfg, vb, vb_root, Quant::None)?.0)
+    }
+
+    /// [`Llama::new`] quantizing as it loads (see [`Llama::quantize`]): each layer's linears are quantized
+    /// before the next layer is read, so the dense compute-dtype copy of the decoder never exists as a whole
+    /// and the load peak stays near the quantized size. Same result as `new` followed by `quantize`.
+    pub fn new_quantized(
+        cfg: &LlamaConfig,
+        vb: VarBuilder,
+        vb_root: VarBuilder,
+        quant: Quant,
+    ) -> Result<(Self, QuantReport)> {
         cfg.validate().map_err(candle_core::Error::wrap)?;
+        let mut report = QuantReport::default();
         let embed_tokens = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
+            .map(|i| {
+                let mut layer = DecoderLayer::new(cfg, vb.pp("layers").pp(i))?;
+                layer.quantize(quant, &mut report)?;
+                Ok(layer)
+            })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?;
         // Tied checkpoints (PLM/GAR-1B) carry no lm_head.weight: reuse the embedding matrix.
-        let lm_head = if !cfg.tie_word_embeddings && vb_root.contains_tensor("lm_head.weight") {
+        let mut lm_head = if !cfg.tie_word_embeddings && vb_root.contains_tensor("lm_head.weight") {
             Linear::new(
                 cfg.hidden_size,
                 cfg.vocab_size,
@@ -151,15 +189,19 @@ impl Llama {
         } else {
             Linear::from_weight(embed_tokens.clone(), None)
         };
+        if !quant.is_none() {
+            report.record(lm_head.quantize(quant.head_candidates())?);
+        }
         let rope = LlamaRope::new(cfg, vb.device())?;
-        Ok(Self {
+        let model = Self {
             embed_tokens,
             layers,
             norm,
             lm_head,
             rope,
             cfg: cfg.clone(),
-        })
+        };
+        Ok((model, report))
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -245,19 +287,7 @@ impl Llama {
             return Ok(report);
         }
         for layer in &mut self.layers {
-            let a = &mut layer.self_attn;
-            let m = &mut layer.mlp;
-            for lin in [
-                &mut a.q_proj,
-                &mut a.k_proj,
-                &mut a.v_proj,
-                &mut a.o_proj,
-                &mut m.gate_proj,
-                &mut m.up_proj,
-                &mut m.down_proj,
-            ] {
-                report.record(lin.quantize(quant.candidates())?);
-            }
+            layer.quantize(quant, &mut report)?;
         }
         report.record(self.lm_head.quantize(quant.head_candidates())?);
         Ok(report)

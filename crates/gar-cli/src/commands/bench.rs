@@ -4,7 +4,9 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Args;
-use gar_engine::bench::{bench_inputs, grid_for_tiles, peak_rss_mib, run_once, BenchRun};
+use gar_engine::bench::{
+    bench_inputs, grid_for_tiles, peak_rss_mib, run_once, stream_read_gb_s, BenchRun,
+};
 use serde_json::json;
 
 use super::common::{load_engine, BosArg, ModelArgs, ProcessArgs, ResampleArg};
@@ -26,6 +28,10 @@ pub struct BenchArgs {
     /// Run K times and report the best (smallest) time of each stage.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Also report `stream_read_gb_s`: streaming-read bandwidth, best of 5 parallel passes over a 1 GiB
+    /// buffer, measured after the RSS peak is read (decode reads every decoder weight once per token).
+    #[arg(long)]
+    pub bandwidth: bool,
     /// Print one JSON object as the last stdout line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -69,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let ttft_s = best(&|r| r.timings.preprocess_s + r.timings.vision_s + r.timings.prefill_s);
     let end_to_end_s = best(&|r| r.end_to_end_s);
     let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
-    let value = json!({
+    let mut value = json!({
         "engine": "gar",
         "model": args.model.model,
         "dtype": format!("{:?}", args.model.dtype).to_lowercase(),
@@ -99,6 +105,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "end_to_end_runs_s": runs.iter().map(|r| r.end_to_end_s).collect::<Vec<_>>(),
         "peak_rss_mib": peak_rss_mib().unwrap_or(0.0),
     });
+    // After `peak_rss_mib` was read: the probe's buffer must not count in the model's peak.
+    if args.bandwidth {
+        value["stream_read_gb_s"] = json!(stream_read_gb_s(1 << 30, 5));
+    }
     if let Some(r) = runs.iter().find(|r| r.new_tokens != args.new_tokens) {
         anyhow::bail!(
             "decoded {} tokens instead of {}",

@@ -6,6 +6,8 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use crate::nn::fused::{scaled_masked_softmax_last_dim, CausalMask};
+
 /// Queries per block in long prefills: bounds the f32 score matrix to `heads × QUERY_BLOCK × t_k` instead of
 /// `heads × t_q × t_k` (a 3k-token GAR prompt would otherwise need ~1 GiB of scores per layer).
 pub const QUERY_BLOCK: usize = 512;
@@ -61,34 +63,15 @@ fn attention_block(
         .to_dtype(DType::F32)?
         .contiguous()?
         .reshape((b, nkv, rep * tq, d))?;
-    let mut scores = (qf.matmul(&kf.t()?)? * scale)?;
+    let scores = qf.matmul(&kf.t()?)?;
     // Only needed when some key lies in the first query's future.
-    if causal && offset + 1 < tk {
-        let mask: Vec<f32> = (0..tq)
-            .flat_map(|i| {
-                (0..tk).map(move |j| {
-                    if j > offset + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (1, 1, 1, tq, tk), q.device())?;
-        scores = scores
-            .reshape((b, nkv, rep, tq, tk))?
-            .broadcast_add(&mask)?
-            .reshape((b, nkv, rep * tq, tk))?;
-    }
-    // candle's fused softmax has no backward pass; when gradients are tracked (training) use the
-    // composed form, which autograd can differentiate. Inference keeps the fused kernel.
-    let probs = if scores.track_op() {
-        differentiable_softmax_last_dim(&scores)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    }
-    .to_dtype(v.dtype())?;
+    let mask = (causal && offset + 1 < tk).then_some(CausalMask {
+        queries: tq,
+        offset,
+    });
+    // Scale, mask and softmax in one multi-threaded pass on CPU (bit-identical to the separate ops, which
+    // other devices and training run).
+    let probs = scaled_masked_softmax_last_dim(&scores, scale, mask)?.to_dtype(v.dtype())?;
     probs.matmul(v)?.reshape((b, nh, tq, d))
 }
 

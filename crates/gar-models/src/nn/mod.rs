@@ -3,6 +3,7 @@
 //! not always do for bf16/f16.
 
 pub mod attention;
+pub mod fused;
 pub mod kv_cache;
 pub mod norm;
 pub mod quant;

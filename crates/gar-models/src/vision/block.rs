@@ -8,6 +8,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::VisionConfig;
 use crate::nn::attention::attention;
+use crate::nn::fused::gelu_erf;
 use crate::nn::norm::LayerNorm;
 use crate::nn::rope::VisionRope;
 use crate::nn::Linear;
@@ -82,8 +83,8 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // `nn.GELU()` default is the exact (erf) form.
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        // `nn.GELU()` default is the exact (erf) form (multi-threaded on CPU, same values).
+        self.fc2.forward(&gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 

@@ -239,3 +239,34 @@ fn plain_perception_lm_checkpoint_runs() -> Result<()> {
         .is_err());
     Ok(())
 }
+
+/// Quantizing while loading (layer by layer) gives the same model as loading dense and quantizing after.
+#[test]
+fn quantizing_at_load_matches_quantizing_after() -> Result<()> {
+    let Some(src) = tiny("tiny-pe-l") else {
+        eprintln!("SKIPPED: fixtures/checkpoints/tiny-pe-l missing");
+        return Ok(());
+    };
+    let dev = Device::Cpu;
+    for quant in [gar_models::Quant::Q8, gar_models::Quant::Q4] {
+        let (at_load, report) =
+            GarModel::load_quantized(&src, DType::F32, &dev, GarQuirks::default(), quant)?;
+        let mut after = GarModel::load(&src, DType::F32, &dev, GarQuirks::default())?;
+        let want_report = after.quantize_language_model(quant)?;
+        assert_eq!(report, want_report, "{quant}");
+        assert!(report.quantized > 0, "{quant}: nothing quantized");
+        let ids: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 300).collect();
+        let logits = |m: &GarModel| -> Result<Tensor> {
+            let llama = m.llama();
+            let mut cache = llama.new_cache(64);
+            let embeds = llama.embed(&ids)?;
+            Ok(llama.logits(&llama.forward(&embeds, 0, &mut cache)?)?)
+        };
+        assert_eq!(
+            diff(&logits(&at_load)?, &logits(&after)?)?.max_abs,
+            0.0,
+            "{quant}"
+        );
+    }
+    Ok(())
+}
