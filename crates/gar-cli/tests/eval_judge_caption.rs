@@ -10,25 +10,10 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gar-cli-judgecap-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_tmp("judgecap", name);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn ok(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(out)
 }
 
 /// The first `n` published GAR-1B Caption-Simple predictions whose image is in the shared data.

@@ -19,31 +19,8 @@ use common::*;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde_json::{json, Value};
 
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gar-cli-evalmore-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn model() -> String {
-    fixtures()
-        .join("checkpoints/tiny-pe-l")
-        .display()
-        .to_string()
-}
-
-fn ok(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(out)
+    fresh_tmp("evalmore", name)
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -90,7 +67,7 @@ fn run_args(bench: &str, root: &Path, out: &Path) -> Vec<String> {
         "--root",
         &root.display().to_string(),
         "--model",
-        &model(),
+        &tiny_pe_l(),
         "--max-tiles",
         "1",
         "--max-new-tokens",
@@ -439,7 +416,7 @@ fn dlc_bench_synthetic_run_resumes_and_the_gpt_judge_sends_both_crops() {
     // with the tiny checkpoint as the judge answers all 9 (all cached). Its
     // random-weight replies are no choice letters, so scoring stops, as the reference does
     // (ValueError), at the unparseable recognition reply — with the replies kept.
-    let server = Server::start(&model());
+    let server = Server::start(&tiny_pe_l());
     let served_out = tmp("dlc-judge-served");
     let mut served_args = judge_args(
         "dlc-bench",
@@ -614,7 +591,7 @@ fn mdvp_bench_synthetic_run_resumes_and_the_judge_reviews_regrouped_questions() 
     assert!(err.contains("needs a whole run"), "{err}");
 
     // The tiny checkpoint behind `gar serve` as the judge (one image per question: the painted one).
-    let server = Server::start(&model());
+    let server = Server::start(&tiny_pe_l());
     let url = format!("{}/v1", server.url);
     let out = tmp("mdvp-judge");
     let preds_path = run.join("predictions.json");

@@ -10,21 +10,8 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gar-cli-evalrun-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn model() -> String {
-    fixtures()
-        .join("checkpoints/tiny-pe-l")
-        .display()
-        .to_string()
+    fresh_tmp("evalrun", name)
 }
 
 /// `gar eval run` flags for `bench` on the first `limit` items whose image exists, fast settings.
@@ -37,7 +24,7 @@ fn run_args(bench: &str, data: &Path, limit: usize, out: &Path) -> Vec<String> {
         s("--root"),
         data.display().to_string(),
         s("--model"),
-        model(),
+        tiny_pe_l(),
         s("--skip-missing"),
         s("--limit"),
         limit.to_string(),
@@ -49,16 +36,6 @@ fn run_args(bench: &str, data: &Path, limit: usize, out: &Path) -> Vec<String> {
         out.display().to_string(),
         s("--json"),
     ]
-}
-
-fn ok(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(out)
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -307,7 +284,7 @@ fn two_shards_merged_equal_one_unsharded_run() {
 #[test]
 fn endpoint_run_gives_the_in_process_predictions() {
     let Some(data) = shared_data() else { return };
-    let server = Server::start(&model());
+    let server = Server::start(&tiny_pe_l());
     for bench in ["ferret-bench", "gar-bench-vqa"] {
         let local = tmp(&format!("local-{bench}"));
         ok(&gar(&run_args(bench, &data, 2, &local)));
@@ -352,7 +329,7 @@ fn judge_client_against_gar_serve_caches_every_reply() {
     let run = tmp("judge-run");
     ok(&gar(&run_args("ferret-bench", &data, 2, &run)));
     let preds = run.join("predictions.json");
-    let server = Server::start(&model());
+    let server = Server::start(&tiny_pe_l());
     let url = format!("{}/v1", server.url);
     let out = tmp("judge-out");
     let first = ok(&gar(&judge_args(&preds, &data, &url, &out)));

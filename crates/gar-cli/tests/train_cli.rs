@@ -201,19 +201,26 @@ fn gar_kind_trains_the_checkpoint_and_the_export_generates() {
         "training changed no weight"
     );
 
-    let data = r.join("../shared/data/assets");
+    describe_runs_on(&export, "2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `gar describe` runs on an exported checkpoint (demo image and mask of ../shared/data; skipped
+/// with a message when that is absent).
+fn describe_runs_on(export: &Path, max_tiles: &str) {
+    let data = repo().join("../shared/data/assets");
     if !data.is_dir() {
         eprintln!("SKIP describe on the export: ../shared/data is absent");
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_gar"))
         .args(["describe", "--model"])
-        .arg(&export)
+        .arg(export)
         .arg("--image")
         .arg(data.join("demo_image_1.png"))
         .arg("--mask")
         .arg(data.join("demo_mask_1.png"))
-        .args(["--max-new-tokens", "4", "--max-tiles", "2", "--json"])
+        .args(["--max-new-tokens", "4", "--max-tiles", max_tiles, "--json"])
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
@@ -222,7 +229,6 @@ fn gar_kind_trains_the_checkpoint_and_the_export_generates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One tensor of a safetensors file as f32 values (the checkpoint may store bf16, f16 or f32).
@@ -315,27 +321,7 @@ fn gar_kind_with_lora_trains_adapters_and_exports_merged_weights() {
     assert_eq!(adapted, 4, "{names:?}");
     assert!(same > 0);
 
-    let data = r.join("../shared/data/assets");
-    if !data.is_dir() {
-        eprintln!("SKIP describe on the export: ../shared/data is absent");
-        return;
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_gar"))
-        .args(["describe", "--model"])
-        .arg(run.join("export"))
-        .arg("--image")
-        .arg(data.join("demo_image_1.png"))
-        .arg("--mask")
-        .arg(data.join("demo_mask_1.png"))
-        .args(["--max-new-tokens", "4", "--max-tiles", "1", "--json"])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    describe_runs_on(&run.join("export"), "1");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -395,24 +381,6 @@ fn gar_kind_bf16_trains_and_f16_is_refused() {
         ),
         safetensors::Dtype::F32
     );
-    let data = r.join("../shared/data/assets");
-    if data.is_dir() {
-        let out = Command::new(env!("CARGO_BIN_EXE_gar"))
-            .args(["describe", "--model"])
-            .arg(run.join("export"))
-            .arg("--image")
-            .arg(data.join("demo_image_1.png"))
-            .arg("--mask")
-            .arg(data.join("demo_mask_1.png"))
-            .args(["--max-new-tokens", "4", "--max-tiles", "1", "--json"])
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    describe_runs_on(&run.join("export"), "1");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -176,3 +176,34 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `&str` → `String`, for building argument lists.
+pub fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// The tiny checkpoint most end-to-end tests run.
+pub fn tiny_pe_l() -> String {
+    fixtures()
+        .join("checkpoints/tiny-pe-l")
+        .display()
+        .to_string()
+}
+
+/// A temp path unique to this test process (`gar-cli-<tag>-<pid>-<name>`), removed if left over.
+pub fn fresh_tmp(tag: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gar-cli-{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Asserts the command succeeded (showing its stderr otherwise) and returns its last JSON line.
+pub fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(out)
+}
