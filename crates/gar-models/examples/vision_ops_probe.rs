@@ -82,6 +82,12 @@ fn main() -> Result<()> {
     }
     report("scale + softmax, candle ops", old_sm, 0.0);
     report("scale + softmax, fused", new_sm, 0.0);
+    // The attention's form: fresh scores overwritten by their probabilities (compare with "scores q·kᵀ").
+    let fresh = best(reps, || {
+        let scores = q.matmul(&k.t()?)?;
+        gar_models::nn::fused::scaled_masked_softmax_last_dim_in_place(scores, 0.125, None)
+    })?;
+    report("scores q·kᵀ + softmax in place", fresh, 0.0);
     report("gelu_erf, candle op", old_g, 0.0);
     report("gelu_erf, fused::gelu_erf", new_g, 0.0);
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;

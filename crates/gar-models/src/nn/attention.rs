@@ -6,11 +6,19 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::nn::fused::{scaled_masked_softmax_last_dim, CausalMask};
+use crate::nn::fused::{scaled_masked_softmax_last_dim_in_place, CausalMask};
 
-/// Queries per block in long prefills: bounds the f32 score matrix to `heads × QUERY_BLOCK × t_k` instead of
-/// `heads × t_q × t_k` (a 3k-token GAR prompt would otherwise need ~1 GiB of scores per layer).
-pub const QUERY_BLOCK: usize = 512;
+/// Bytes of f32 scores computed at once: queries are processed in blocks of `SCORE_BLOCK_BYTES / (heads × t_k × 4)`
+/// rows (at least [`MIN_QUERY_BLOCK`]). Bounds memory for long prompts (a 4.6k-token GAR prompt would otherwise
+/// need 2.7 GiB of scores per layer) and keeps each block's scores cache-sized between the score GEMM, the
+/// softmax and the value GEMM.
+pub const SCORE_BLOCK_BYTES: usize = 16 << 20;
+/// Fewest queries per block, so short key ranges are not cut into tiny GEMMs.
+pub const MIN_QUERY_BLOCK: usize = 32;
+
+fn query_block(heads: usize, tk: usize) -> usize {
+    (SCORE_BLOCK_BYTES / (heads * tk * 4).max(1)).max(MIN_QUERY_BLOCK)
+}
 
 /// `q`: `(b, n_heads, t_q, d)`; `k`, `v`: `(b, n_kv_heads, t_k, d)` with `n_heads % n_kv_heads == 0`, query head
 /// `h` reading kv head `h / (n_heads / n_kv_heads)` (transformers `repeat_kv`). When `causal`, query `i` sits at
@@ -26,12 +34,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -
     }
     let kf = k.to_dtype(DType::F32)?;
     let v = v.contiguous()?;
-    if tq <= QUERY_BLOCK {
+    let block = query_block(nh, tk);
+    if tq <= block {
         return attention_block(q, &kf, &v, scale, causal, tk - tq);
     }
-    let mut outs = Vec::with_capacity(tq.div_ceil(QUERY_BLOCK));
-    for start in (0..tq).step_by(QUERY_BLOCK) {
-        let n = QUERY_BLOCK.min(tq - start);
+    let mut outs = Vec::with_capacity(tq.div_ceil(block));
+    for start in (0..tq).step_by(block) {
+        let n = block.min(tq - start);
         let qb = q.narrow(2, start, n)?;
         outs.push(attention_block(
             &qb,
@@ -71,7 +80,9 @@ fn attention_block(
     });
     // Scale, mask and softmax in one multi-threaded pass on CPU (bit-identical to the separate ops, which
     // other devices and training run).
-    let probs = scaled_masked_softmax_last_dim(&scores, scale, mask)?.to_dtype(v.dtype())?;
+    // The scores are fresh and used once: overwrite them with the probabilities.
+    let probs =
+        scaled_masked_softmax_last_dim_in_place(scores, scale, mask)?.to_dtype(v.dtype())?;
     probs.matmul(v)?.reshape((b, nh, tq, d))
 }
 

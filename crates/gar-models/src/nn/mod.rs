@@ -8,6 +8,7 @@ pub mod kv_cache;
 pub mod norm;
 pub mod quant;
 pub mod rope;
+pub mod vmath;
 
 use std::sync::Arc;
 
