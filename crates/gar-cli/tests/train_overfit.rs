@@ -3,13 +3,19 @@
 //! and the exported checkpoint generates the same greedy tokens in transformers (the PyTorch reference,
 //! `tools/reference/train/generate_export.py`) as in `gar describe`.
 //!
-//! The transformers side is checked two ways. Always: against `fixtures/train/export_generate/`, which
-//! holds transformers' tokens on the export of this same run plus what identifies that export (config,
-//! input pixels, losses, per-tensor weight statistics), so CI checks it without the 7 GB venv. And live,
-//! when `tools/reference/.venv` exists (unless `GAR_NO_REFERENCE_VENV=1`): transformers runs on this
-//! run's export and must agree with `gar describe` and with the fixture.
+//! The training is chaotic (lr 3e-3: a learning rate 1e-6 higher gives an unrelated model by step ~20),
+//! so another CPU, whose matmuls round differently, may train a different export. Hence two tests:
+//! * `committed_export_describes_like_transformers` (CPU-independent): `gar describe` on the export
+//!   committed in `fixtures/train/export_generate/export/` must give exactly the tokens transformers gave
+//!   on it (`expected.json`); with `tools/reference/.venv` (unless `GAR_NO_REFERENCE_VENV=1`)
+//!   transformers also runs live on it.
+//! * `fifty_steps_overfit_...`: the live run (loss falls, resume, export loads, step-1 loss, inputs). If
+//!   its export's weight statistics match the fixture's (this machine), its tokens must equal the
+//!   fixture's too (and transformers live on it, with the venv); if not, it says so loudly and does not
+//!   fail, since the committed export was checked anyway.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,7 +170,18 @@ fn train_and_describe(dir: &Path) -> Run {
         "the loss did not fall enough: first five {first:.2}, last five {last:.2}: {losses:?}"
     );
 
-    // The export in `gar describe` (greedy, the reference's defaults: slot 1, double BOS).
+    let (tokens, prompt_tokens) = describe(&run.join("export"), dir);
+    Run {
+        dir: dir.to_path_buf(),
+        losses,
+        tokens,
+        prompt_tokens,
+    }
+}
+
+/// `gar describe` on `model` (greedy, the reference's defaults: slot 1, double BOS) with the picture and
+/// mask in `data`: the generated token ids and the prompt length.
+fn describe(model: &Path, data: &Path) -> (Vec<u64>, u64) {
     let out = Command::new(env!("CARGO_BIN_EXE_gar"))
         .args([
             "describe",
@@ -175,11 +192,11 @@ fn train_and_describe(dir: &Path) -> Run {
             "--json",
             "--model",
         ])
-        .arg(run.join("export"))
+        .arg(model)
         .arg("--image")
-        .arg(dir.join("img.png"))
+        .arg(data.join("img.png"))
         .arg("--mask")
-        .arg(dir.join(MASK))
+        .arg(data.join(MASK))
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
@@ -190,16 +207,16 @@ fn train_and_describe(dir: &Path) -> Run {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tokens: Vec<u64> = serde_json::from_value(v["tokens"].clone()).unwrap();
-    println!("gar describe on the export: {tokens:?} {}", v["text"]);
+    println!(
+        "gar describe on {}: {tokens:?} {}",
+        model.display(),
+        v["text"]
+    );
     assert!(!tokens.is_empty());
-    Run {
-        dir: dir.to_path_buf(),
-        losses,
-        tokens,
-        prompt_tokens: v["prompt_tokens"]
-            .as_u64()
-            .expect("prompt_tokens in --json"),
-    }
+    let prompt_tokens = v["prompt_tokens"]
+        .as_u64()
+        .expect("prompt_tokens in --json");
+    (tokens, prompt_tokens)
 }
 
 /// Relative tolerance on the per-tensor statistics of the exported weights and of their update. On this
@@ -318,20 +335,10 @@ fn load_fixture() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// The run is the one the fixture was made from (same config and inputs, same export up to rounding)
-/// and `gar describe` gives the tokens transformers gave on that export.
-fn check_against_fixture(run: &Run, fixture: &Value) {
-    let repo_text = repo().display().to_string();
-    let config = std::fs::read_to_string(run.dir.join("train.toml"))
-        .unwrap()
-        .replace(&repo_text, "{repo}");
-    assert_eq!(
-        config,
-        fixture["config"].as_str().unwrap(),
-        "the training config differs from the fixture's"
-    );
-    let image = image::open(run.dir.join("img.png")).unwrap().to_rgb8();
-    let mask = image::open(run.dir.join(MASK)).unwrap().to_luma8();
+/// The generated picture and mask in `dir` are the fixture's, pixel for pixel.
+fn check_inputs(dir: &Path, fixture: &Value) {
+    let image = image::open(dir.join("img.png")).unwrap().to_rgb8();
+    let mask = image::open(dir.join(MASK)).unwrap().to_luma8();
     assert_eq!(fixture["mask"], MASK);
     assert_eq!(
         sha256_hex(image.as_raw()),
@@ -343,6 +350,44 @@ fn check_against_fixture(run: &Run, fixture: &Value) {
         fixture["mask_pixels_sha256"].as_str().unwrap(),
         "the generated mask differs from the fixture's"
     );
+}
+
+/// `gar describe`'s tokens and prompt length equal transformers' in the fixture.
+fn check_tokens(tokens: &[u64], prompt_tokens: u64, fixture: &Value, what: &str) {
+    let generate = &fixture["generate"];
+    assert_eq!(generate["slot"], 1);
+    assert_eq!(generate["max_num_tiles"], 1);
+    assert_eq!(generate["max_new_tokens"], NEW_TOKENS);
+    let theirs: Vec<u64> = serde_json::from_value(generate["tokens"].clone()).unwrap();
+    println!(
+        "transformers on the fixture's export: {theirs:?} (smallest top-1/top-2 gap {})",
+        generate["min_margin"]
+    );
+    assert_eq!(
+        tokens, theirs,
+        "gar describe on {what} vs transformers' tokens in the fixture"
+    );
+    assert_eq!(
+        prompt_tokens,
+        generate["prompt_tokens"].as_u64().unwrap(),
+        "prompt length: gar describe vs transformers"
+    );
+}
+
+/// Checks the run's config, inputs and step-1 loss against the fixture, then whether its export is the
+/// fixture's (weight statistics within `STATS_RTOL`). If so, its tokens must be the fixture's; if not (a
+/// CPU that rounds differently: the training is chaotic), says so loudly and returns false.
+fn check_against_fixture(run: &Run, fixture: &Value) -> bool {
+    let repo_text = repo().display().to_string();
+    let config = std::fs::read_to_string(run.dir.join("train.toml"))
+        .unwrap()
+        .replace(&repo_text, "{repo}");
+    assert_eq!(
+        config,
+        fixture["config"].as_str().unwrap(),
+        "the training config differs from the fixture's"
+    );
+    check_inputs(&run.dir, fixture);
 
     // The first loss is the untrained forward: only summation order can move it.
     let want_losses: Vec<f64> = serde_json::from_value(fixture["losses"].clone()).unwrap();
@@ -371,49 +416,73 @@ fn check_against_fixture(run: &Run, fixture: &Value) {
         "export vs fixture: bit-identical {identical}, largest relative difference of the weight \
          statistics {worst:.2e}, of the 50 losses {worst_loss:.2e}"
     );
-    assert!(
-        bad.is_empty(),
-        "this run's export is not the one fixtures/train/export_generate was made from (relative \
-         tolerance {STATS_RTOL}), so the fixture's transformers tokens say nothing about it. The 50 \
-         steps amplify any rounding difference (another CPU's matmul blocking is enough); check \
-         transformers live with tools/reference/.venv, or regenerate the fixture on this machine \
-         (tools/reference/regenerate.sh trainexport) if the training itself changed.\n{}",
-        bad.join("\n")
-    );
     // The comparison can fail: the untrained checkpoint is far outside it.
     let (untrained, _) = stats_mismatches(&initial, &initial, &fixture["export_tensors"]);
     assert!(
         untrained.len() > 10,
         "the untrained checkpoint passes the statistics check: {untrained:?}"
     );
-
-    let generate = &fixture["generate"];
-    assert_eq!(generate["slot"], 1);
-    assert_eq!(generate["max_num_tiles"], 1);
-    assert_eq!(generate["max_new_tokens"], NEW_TOKENS);
-    let theirs: Vec<u64> = serde_json::from_value(generate["tokens"].clone()).unwrap();
-    println!(
-        "transformers on the fixture's export: {theirs:?} (smallest top-1/top-2 gap {})",
-        generate["min_margin"]
-    );
-    assert_eq!(
-        run.tokens, theirs,
-        "gar describe on the export vs transformers' tokens in the fixture"
-    );
-    assert_eq!(
-        run.prompt_tokens,
-        generate["prompt_tokens"].as_u64().unwrap(),
-        "prompt length: gar describe vs transformers"
-    );
+    if !bad.is_empty() {
+        let shown: Vec<&String> = bad.iter().take(12).collect();
+        // Straight to stderr, not println!: libtest hides a passing test's captured output, and this
+        // note must show in CI's log.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n******** NOTE: this run's export is NOT the one fixtures/train/export_generate was made from ********\n\
+             {} of its weight statistics differ by more than {STATS_RTOL} (relative; largest {worst:.2e}); \
+             the 50 losses differ by up to {worst_loss:.2e}. First differences:\n{}\n\
+             This is expected on a CPU that rounds differently: the 50-step training at lr 3e-3 is chaotic \
+             (a learning rate 1e-6 higher gives an unrelated model by step ~20), and the matmul kernels \
+             size their blocks from the detected cache sizes, so summation order differs between CPUs. \
+             So this run's tokens ({:?}) are NOT compared with the fixture's. The CPU-independent check \
+             still runs: committed_export_describes_like_transformers requires `gar describe` on the \
+             committed export (fixtures/train/export_generate/export/) to give transformers' tokens. \
+             If the training itself changed, regenerate: tools/reference/regenerate.sh trainexport.\n\
+             ****************************************************************************************************\n",
+            bad.len(),
+            shown
+                .iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            run.tokens,
+        );
+        return false;
+    }
+    check_tokens(&run.tokens, run.prompt_tokens, fixture, "this run's export");
+    true
 }
 
-/// transformers live on this run's export: same tokens as `gar describe` and as the fixture.
-fn check_with_transformers(run: &Run, python: &Path, fixture: &Value) {
+fn reference_python() -> Option<PathBuf> {
+    let python = repo().join("tools/reference/.venv/bin/python");
+    let hidden = std::env::var("GAR_NO_REFERENCE_VENV").is_ok_and(|v| v == "1");
+    if hidden || !python.is_file() {
+        let why = if hidden {
+            "GAR_NO_REFERENCE_VENV=1".to_string()
+        } else {
+            format!("{} is missing", python.display())
+        };
+        println!("transformers not run live ({why}): checked against fixtures/train/export_generate only");
+        None
+    } else {
+        Some(python)
+    }
+}
+
+/// transformers live on `export` (picture and mask in `data`): same tokens as `gar describe` (`ours`)
+/// and as the fixture.
+fn check_with_transformers(
+    export: &Path,
+    data: &Path,
+    ours: &[u64],
+    python: &Path,
+    fixture: &Value,
+) {
     let out = Command::new(python)
         .arg(repo().join("tools/reference/train/generate_export.py"))
-        .arg(run.dir.join("run/export"))
-        .arg(run.dir.join("img.png"))
-        .arg(run.dir.join(MASK))
+        .arg(export)
+        .arg(data.join("img.png"))
+        .arg(data.join(MASK))
         .args([
             "--max-num-tiles",
             "1",
@@ -434,13 +503,11 @@ fn check_with_transformers(run: &Run, python: &Path, fixture: &Value) {
     let v: Value = serde_json::from_str(last).unwrap();
     let theirs: Vec<u64> = serde_json::from_value(v["tokens"].clone()).unwrap();
     println!(
-        "transformers live on the export: {theirs:?} (smallest top-1/top-2 gap {})",
+        "transformers live on {}: {theirs:?} (smallest top-1/top-2 gap {})",
+        export.display(),
         v["min_margin"]
     );
-    assert_eq!(
-        run.tokens, theirs,
-        "gar describe vs transformers on the export"
-    );
+    assert_eq!(ours, theirs, "gar describe vs transformers on the export");
     let want = &fixture["generate"];
     assert_eq!(v["tokens"], want["tokens"], "transformers live vs fixture");
     assert_eq!(v["prompt_tokens"], want["prompt_tokens"]);
@@ -459,28 +526,48 @@ fn check_with_transformers(run: &Run, python: &Path, fixture: &Value) {
     );
 }
 
+/// CPU-independent: the committed export (the one the fixture's tokens are transformers' on) gives
+/// exactly those tokens in `gar describe` (the smallest top-1/top-2 gap is 0.85, far above rounding).
+#[test]
+fn committed_export_describes_like_transformers() {
+    let fixture = load_fixture();
+    let export = repo().join("fixtures/train/export_generate/export");
+    assert_eq!(
+        sha256_hex(&std::fs::read(export.join("model.safetensors")).unwrap()),
+        fixture["export_sha256"].as_str().unwrap(),
+        "fixtures/train/export_generate/export is not the export expected.json describes"
+    );
+    let dir = std::env::temp_dir().join(format!("gar-train-committed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_data(&dir);
+    check_inputs(&dir, &fixture);
+    let (tokens, prompt_tokens) = describe(&export, &dir);
+    check_tokens(&tokens, prompt_tokens, &fixture, "the committed export");
+    if let Some(python) = reference_python() {
+        check_with_transformers(&export, &dir, &tokens, &python, &fixture);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn fifty_steps_overfit_resume_and_the_export_generates_like_transformers() {
     let fixture = load_fixture();
     let dir = std::env::temp_dir().join(format!("gar-train-overfit-{}", std::process::id()));
     let run = train_and_describe(&dir);
-    check_against_fixture(&run, &fixture);
-
-    let python = repo().join("tools/reference/.venv/bin/python");
-    let hidden = std::env::var("GAR_NO_REFERENCE_VENV").is_ok_and(|v| v == "1");
-    if hidden || !python.is_file() {
-        let why = if hidden {
-            "GAR_NO_REFERENCE_VENV=1".to_string()
-        } else {
-            format!("{} is missing", python.display())
-        };
-        println!(
-            "transformers not run live ({why}): checked against fixtures/train/export_generate \
-             (transformers {}) only",
-            fixture["versions"]["transformers"]
-        );
-    } else {
-        check_with_transformers(&run, &python, &fixture);
+    let same_export = check_against_fixture(&run, &fixture);
+    // Live transformers on this run's export only when it is the fixture's (else the committed-export
+    // test has done the check that matters, and an unrelated model may have near-ties).
+    if same_export {
+        if let Some(python) = reference_python() {
+            check_with_transformers(
+                &run.dir.join("run/export"),
+                &run.dir,
+                &run.tokens,
+                &python,
+                &fixture,
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

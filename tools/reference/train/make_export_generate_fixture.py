@@ -7,7 +7,8 @@ WORK_DIR is the folder written by the overfit test's run-only variant (tools/ref
 run_only_for_the_fixture`): the generated picture and masks, train.toml, run/log.jsonl and run/export/ (the HF
 layout checkpoint `gar train` wrote after 25 + resume + 25 steps on fixtures/checkpoints/tiny-pe-l).
 
-Writes expected.json with
+Copies run/export/ to export/ (the checkpoint the tokens are for; the test runs `gar describe` on it on every
+machine) and writes expected.json with
 * what identifies the run: the training config (the repo path replaced by `{repo}`), the sha256 of the decoded
   pixels of the picture and of the mask, the 50 logged losses, and the export's weights described per tensor
   (shape; mean, mean |w|, rms, max |w| of the weights and of the update export − initial checkpoint) plus the
@@ -20,6 +21,7 @@ when tools/reference/.venv exists.
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -93,7 +95,13 @@ def main():
     from common import sha256_file, versions, write_generated_by, write_json
     from generate_export import DEFAULT_INSTRUCTION, generate
 
-    generated = generate(export, work / "img.png", work / MASK, DEFAULT_INSTRUCTION, 1, MAX_NUM_TILES,
+    # The export itself is committed next to the tokens: the training is chaotic across CPUs (see
+    # docs/training.md), so the test checks `gar describe` against transformers on this very export.
+    committed = OUT / "export"
+    shutil.rmtree(committed, ignore_errors=True)
+    # its GENERATED_BY.md is the untrained tiny-pe-l's (copied by `gar train`), not this folder's story
+    shutil.copytree(export, committed, ignore=shutil.ignore_patterns("GENERATED_BY.md"))
+    generated = generate(committed, work / "img.png", work / MASK, DEFAULT_INSTRUCTION, 1, MAX_NUM_TILES,
                          MAX_NEW_TOKENS)
     v = versions()
     write_json(OUT / "expected.json", {
@@ -124,7 +132,9 @@ from transformers (`tools/reference/train/generate_export.py`: PerceptionLMForCo
 GARReference, `generate` greedy, `gar describe`'s prompt). Script: `tools/reference/train/make_export_generate_fixture.py
 <dir>`. `expected.json`: training config, pixel checksums of the picture and mask, the 50 losses, per-tensor
 statistics of the exported weights and of their update, the export's sha256, and transformers' token ids, per-step
-top-1/top-2 logit gaps and prompt length. Checked by `cargo test -p gar-cli --test train_overfit` (always; it also
+top-1/top-2 logit gaps and prompt length. `export/`: that exported checkpoint as `gar train` wrote it, less the
+GENERATED_BY.md it copies from tiny-pe-l (the tokens are transformers' on it; `gar describe` must give them on every
+CPU, whereas a new 50-step run may differ across CPUs because the training is chaotic). Checked by `cargo test -p gar-cli --test train_overfit` (always; it also
 runs transformers live when the venv exists).
 """,
     )
