@@ -2,7 +2,7 @@
 # Regenerate every parity fixture under fixtures/ with the PyTorch reference, deterministically.
 #   tools/reference/regenerate.sh            # create/update the venv, regenerate everything, write SHA256SUMS
 #   tools/reference/regenerate.sh model ops  # only some steps (checkpoints model ops processor tokenizer smollm2 verify train trainloss
-#                                            # chat sam; the last two are other generators sharing this venv)
+#                                            # trainexport chat sam; the last two are other generators sharing this venv)
 # Needs the benchmark data at ../shared/data (or GAR_SHARED_DATA=/path/to/shared/data) and PyPI access the first
 # time (venv creation). Running it twice gives byte-identical files (see README.md).
 set -euo pipefail
@@ -35,7 +35,7 @@ export PYTHONDONTWRITEBYTECODE=1 TQDM_DISABLE=1
 
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
-  steps=(checkpoints model ops processor tokenizer smollm2 verify train trainloss)
+  steps=(checkpoints model ops processor tokenizer smollm2 verify train trainloss trainexport)
   # fixtures written by other generators that share this venv
   if [ -f "$HERE/make_chat_fixture.py" ]; then steps+=(chat); fi
   steps+=(multi_image)
@@ -66,6 +66,14 @@ for s in "${steps[@]}"; do
       # Real-photo cases: inputs from the independent Python encoder (fixtures/train/encode), not from Rust.
       "$VENV/bin/python" train/make_photo_loss_fixtures.py
       rm -rf "$dump" ;;
+    trainexport)
+      # The export comes from `gar train` (the overfit test's 50-step run, kept in a temporary folder); the
+      # script runs transformers on it (see fixtures/train/export_generate/GENERATED_BY.md).
+      work="$(mktemp -d)"
+      (cd "$REPO" && GAR_TRAIN_OVERFIT_DIR="$work" cargo test -q -p gar-cli --test train_overfit -- \
+        --ignored --exact run_only_for_the_fixture)
+      "$VENV/bin/python" train/make_export_generate_fixture.py "$work"
+      rm -rf "$work" ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
