@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::s;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -213,22 +216,21 @@ fn describe_runs_on(export: &Path, max_tiles: &str) {
         eprintln!("SKIP describe on the export: ../shared/data is absent");
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_gar"))
-        .args(["describe", "--model"])
-        .arg(export)
-        .arg("--image")
-        .arg(data.join("demo_image_1.png"))
-        .arg("--mask")
-        .arg(data.join("demo_mask_1.png"))
-        .args(["--max-new-tokens", "4", "--max-tiles", max_tiles, "--json"])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = |p: &Path| p.display().to_string();
+    common::ok(&common::gar(&[
+        s("describe"),
+        s("--model"),
+        path(export),
+        s("--image"),
+        path(&data.join("demo_image_1.png")),
+        s("--mask"),
+        path(&data.join("demo_mask_1.png")),
+        s("--max-new-tokens"),
+        s("4"),
+        s("--max-tiles"),
+        s(max_tiles),
+        s("--json"),
+    ]));
 }
 
 /// One tensor of a safetensors file as f32 values (the checkpoint may store bf16, f16 or f32).

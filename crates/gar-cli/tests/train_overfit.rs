@@ -24,6 +24,9 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod common;
+use common::s;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -87,13 +90,14 @@ fn write_config(dir: &Path, steps: usize) -> PathBuf {
     path
 }
 
+/// `gar ARGS PATHS…`, which must succeed.
 fn gar(args: &[&str], paths: &[&Path]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gar"));
-    cmd.args(args).env("HF_HUB_OFFLINE", "1");
-    for p in paths {
-        cmd.arg(p);
-    }
-    let out = cmd.output().unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| s(a))
+        .chain(paths.iter().map(|p| p.display().to_string()))
+        .collect();
+    let out = common::gar(&args);
     assert!(
         out.status.success(),
         "gar {args:?} failed: {}",
@@ -182,31 +186,22 @@ fn train_and_describe(dir: &Path) -> Run {
 /// `gar describe` on `model` (greedy, the reference's defaults: slot 1, double BOS) with the picture and
 /// mask in `data`: the generated token ids and the prompt length.
 fn describe(model: &Path, data: &Path) -> (Vec<u64>, u64) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gar"))
-        .args([
-            "describe",
-            "--max-new-tokens",
-            &NEW_TOKENS.to_string(),
-            "--max-tiles",
-            "1",
-            "--json",
-            "--model",
-        ])
-        .arg(model)
-        .arg("--image")
-        .arg(data.join("img.png"))
-        .arg("--mask")
-        .arg(data.join(MASK))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tokens: Vec<u64> = serde_json::from_value(v["tokens"].clone()).unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let v = common::ok(&common::gar(&[
+        s("describe"),
+        s("--max-new-tokens"),
+        NEW_TOKENS.to_string(),
+        s("--max-tiles"),
+        s("1"),
+        s("--json"),
+        s("--model"),
+        path(model),
+        s("--image"),
+        path(&data.join("img.png")),
+        s("--mask"),
+        path(&data.join(MASK)),
+    ]));
+    let tokens = common::json_tokens(&v["tokens"]);
     println!(
         "gar describe on {}: {tokens:?} {}",
         model.display(),

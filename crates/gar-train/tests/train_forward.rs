@@ -10,7 +10,11 @@ use gar_train::conversation::{crop_marker, RegionMask, SampleSpec, Turn};
 use gar_train::encode::{encode, training_processor, EncodeOptions, EncodedSample, IGNORE_INDEX};
 use gar_train::forward::{run_logits, TrainModel};
 use gar_train::loss::causal_lm_loss;
-use image::{GrayImage, Luma, Rgb, RgbImage};
+use image::{GrayImage, Luma};
+
+#[path = "common/one_region.rs"]
+#[allow(dead_code)]
+mod one_region;
 
 fn checkpoint(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,21 +24,8 @@ fn checkpoint(name: &str) -> PathBuf {
 
 /// A deterministic 96×64 picture with two regions: a rectangle and a disc.
 fn sample(prompts: [usize; 2], turns: Vec<Turn>) -> SampleSpec {
-    let (w, h) = (96u32, 64u32);
-    let image = RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (x * 5 % 256) as u8,
-            (y * 7 % 256) as u8,
-            ((x * y) % 256) as u8,
-        ])
-    });
-    let rect = GrayImage::from_fn(w, h, |x, y| {
-        Luma([if (10..40).contains(&x) && (8..30).contains(&y) {
-            255
-        } else {
-            0
-        }])
-    });
+    let (image, rect) = (one_region::picture(), one_region::box_mask());
+    let (w, h) = image.dimensions();
     let disc = GrayImage::from_fn(w, h, |x, y| {
         let (dx, dy) = (x as i32 - 70, y as i32 - 40);
         Luma([if dx * dx + dy * dy < 150 { 255 } else { 0 }])

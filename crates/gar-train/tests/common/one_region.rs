@@ -16,18 +16,26 @@ const OPTS: EncodeOptions = EncodeOptions {
     max_num_tiles: Some(1),
 };
 
-pub fn encoded() -> EncodedSample {
-    let (w, h) = (96u32, 64u32);
-    let image = RgbImage::from_fn(w, h, |x, y| {
+/// The deterministic 96×64 test picture (also used by `train_forward.rs`).
+pub fn picture() -> RgbImage {
+    RgbImage::from_fn(96, 64, |x, y| {
         Rgb([
             (x * 5 % 256) as u8,
             (y * 7 % 256) as u8,
             ((x * y) % 256) as u8,
         ])
-    });
-    let mask = GrayImage::from_fn(w, h, |x, y| {
+    })
+}
+
+/// The box mask `[10, 40) × [8, 30)` of [`picture`].
+pub fn box_mask() -> GrayImage {
+    GrayImage::from_fn(96, 64, |x, y| {
         Luma([u8::from((10..40).contains(&x) && (8..30).contains(&y)) * 255])
-    });
+    })
+}
+
+pub fn encoded() -> EncodedSample {
+    let (image, mask) = (picture(), box_mask());
     let spec = SampleSpec {
         image,
         regions: vec![RegionMask {
