@@ -32,6 +32,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -
     if tq > tk {
         candle_core::bail!("attention: {tq} queries but only {tk} keys");
     }
+    if let Some(out) = crate::nn::single_query::single_query_attention(q, k, v, scale)? {
+        return Ok(out);
+    }
     let kf = k.to_dtype(DType::F32)?;
     let v = v.contiguous()?;
     let block = query_block(nh, tk);
@@ -137,6 +140,32 @@ mod tests {
                 assert!(diff < 1e-5, "tq {tq} tk {tk} causal {causal}: {diff}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn single_query_reads_kv_cache_views() -> Result<()> {
+        let dev = Device::Cpu;
+        // A KV cache hands out a prefix of a larger per-head buffer: rows contiguous, heads strided.
+        let k_full = Tensor::randn(0f32, 1., (2, 2, 20, 16), &dev)?;
+        let v_full = Tensor::randn(0f32, 1., (2, 2, 20, 16), &dev)?;
+        let (k, v) = (k_full.narrow(2, 0, 13)?, v_full.narrow(2, 0, 13)?);
+        let q = Tensor::randn(0f32, 1., (2, 6, 1, 16), &dev)?;
+        let fast = crate::nn::single_query::single_query_attention(&q, &k, &v, 0.25)?;
+        let Some(fast) = fast else {
+            assert!(
+                !crate::nn::single_query::avx2_available(),
+                "the fast path must apply here"
+            );
+            return Ok(());
+        };
+        let want = naive(&q, &k.contiguous()?, &v.contiguous()?, 0.25, true)?;
+        let diff = (fast - want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
         Ok(())
     }
 }

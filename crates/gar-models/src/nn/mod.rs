@@ -6,8 +6,10 @@ pub mod attention;
 pub mod fused;
 pub mod kv_cache;
 pub mod norm;
+pub mod q8;
 pub mod quant;
 pub mod rope;
+pub mod single_query;
 pub mod vmath;
 
 use std::sync::Arc;
@@ -25,12 +27,16 @@ pub struct Linear {
     quantized: Option<Arc<Quantized>>,
 }
 
-/// A block-quantized weight: the kernel wrapper for few rows (decode) and the tensor itself, dequantized per
-/// call for many rows (prefill, see [`DEQUANTIZE_ROWS`]).
+/// A block-quantized weight. Q8_0 on an AVX2 CPU uses our own kernel ([`q8`]); every other format or
+/// device keeps candle's: its kernel wrapper for few rows (decode) and the tensor itself, dequantized per call
+/// for many rows (prefill, see [`DEQUANTIZE_ROWS`]).
 #[derive(Debug)]
-struct Quantized {
-    matmul: QMatMul,
-    tensor: Arc<QTensor>,
+enum Quantized {
+    Q8(q8::Q8Matrix),
+    Candle {
+        matmul: QMatMul,
+        tensor: Arc<QTensor>,
+    },
 }
 
 /// From this many input rows on (CPU), a quantized layer is dequantized into a transient dense weight and run
@@ -86,12 +92,21 @@ impl Linear {
         else {
             return Ok(None);
         };
-        let tensor = Arc::new(QTensor::quantize(&self.weight, format)?);
-        self.quantized = Some(Arc::new(Quantized {
-            matmul: QMatMul::from_arc(tensor.clone())?,
-            tensor,
-        }));
         let out_dim = self.weight.dim(0)?;
+        let quantized =
+            if format == GgmlDType::Q8_0 && self.weight.device().is_cpu() && q8::kernel_available()
+            {
+                let w = self.weight.to_dtype(DType::F32)?.contiguous()?;
+                let q = with_cpu_f32(&w, |w| q8::Q8Matrix::quantize(w, out_dim, in_dim))?;
+                Quantized::Q8(q.map_err(candle_core::Error::msg)?)
+            } else {
+                let tensor = Arc::new(QTensor::quantize(&self.weight, format)?);
+                Quantized::Candle {
+                    matmul: QMatMul::from_arc(tensor.clone())?,
+                    tensor,
+                }
+            };
+        self.quantized = Some(Arc::new(quantized));
         // Keep the shape queryable without holding the bytes: a zero-stride broadcast of one element.
         self.weight = Tensor::zeros(1, self.weight.dtype(), self.weight.device())?
             .reshape((1, 1))?
@@ -109,13 +124,23 @@ impl Module for Linear {
         };
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let y = match &self.quantized {
-            Some(q) if rows >= DEQUANTIZE_ROWS && x.device().is_cpu() => {
-                let w = q.tensor.dequantize(x.device())?.to_dtype(x.dtype())?;
+        let many_rows = rows >= DEQUANTIZE_ROWS && x.device().is_cpu();
+        let y = match self.quantized.as_deref() {
+            None => x2.matmul(&self.weight.t()?)?,
+            Some(Quantized::Q8(q)) if many_rows => {
+                let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
+                x2.matmul(&w.to_dtype(x.dtype())?.t()?)?
+            }
+            Some(Quantized::Q8(q)) => {
+                let xf = x2.to_dtype(DType::F32)?.contiguous()?;
+                let y = with_cpu_f32(&xf, |xf| q.matmul(xf, rows))?;
+                Tensor::from_vec(y, (rows, q.rows()), x.device())?.to_dtype(x.dtype())?
+            }
+            Some(Quantized::Candle { tensor, .. }) if many_rows => {
+                let w = tensor.dequantize(x.device())?.to_dtype(x.dtype())?;
                 x2.matmul(&w.t()?)?
             }
-            Some(q) => quantized_matmul(&q.matmul, &x2)?,
-            None => x2.matmul(&self.weight.t()?)?,
+            Some(Quantized::Candle { matmul, .. }) => quantized_matmul(matmul, &x2)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -125,6 +150,17 @@ impl Module for Linear {
         out_dims.pop();
         out_dims.push(self.weight.dim(0)?);
         y.reshape(out_dims)
+    }
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor without copying them.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((start, end))) => {
+            Ok(f(&v[start..end]))
+        }
+        _ => candle_core::bail!("expected a contiguous f32 tensor on the CPU"),
     }
 }
 

@@ -1,0 +1,40 @@
+//! Times the Q8_0 few-row product (`nn::q8`) on GAR-1B's decoder shapes and prints the weight bytes it streams
+//! per second, to compare with the machine's streaming-read bandwidth (`gar bench --bandwidth`).
+//! Run: `cargo run --release -p gar-models --example q8_probe [rows]` (rows = input rows, default 1).
+use gar_models::nn::q8::Q8Matrix;
+use std::time::Instant;
+
+fn main() {
+    let m: usize = std::env::args()
+        .nth(1)
+        .map_or(1, |s| s.parse().expect("rows"));
+    // (out, in) of the q/k/v/o, gate/up, down projections and the LM head.
+    for (rows, cols) in [
+        (2048, 2048),
+        (512, 2048),
+        (8192, 2048),
+        (2048, 8192),
+        (128256, 2048),
+    ] {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+            .collect();
+        let q = Q8Matrix::quantize(&w, rows, cols).expect("shape");
+        drop(w);
+        let x: Vec<f32> = (0..m * cols).map(|i| (i % 13) as f32 / 13.0).collect();
+        // Enough repeats to stream ~4 GB, so the matrix is read from memory, not cache, except the small ones.
+        let reps = (4e9 / (rows * cols) as f64).ceil() as usize;
+        let mut sink = 0f32;
+        let t = Instant::now();
+        for _ in 0..reps {
+            sink += q.matmul(&x, m)[0];
+        }
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        let gb = (rows * cols) as f64 * 34.0 / 32.0 / 1e9;
+        println!(
+            "{rows:>6}×{cols:<5} m={m}: {:8.3} ms  {:6.1} GB/s  ({sink:.1})",
+            s * 1e3,
+            gb / s
+        );
+    }
+}
