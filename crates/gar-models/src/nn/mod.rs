@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod fused;
+pub mod gemv;
 pub mod kv_cache;
 pub mod norm;
 pub mod q8;
@@ -115,6 +116,22 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Whether `x2` `(rows, in)` goes through [`gemv`]: a few f32 rows against a dense f32 weight on an AVX2
+    /// CPU, outside autograd (training keeps candle's differentiable matmul).
+    fn takes_gemv(&self, x2: &Tensor) -> Result<bool> {
+        let (rows, in_dim) = x2.dims2()?;
+        Ok(rows <= gemv::MAX_ROWS
+            && in_dim.is_multiple_of(8)
+            && x2.device().is_cpu()
+            && x2.dtype() == DType::F32
+            && self.weight.dtype() == DType::F32
+            && !x2.track_op()
+            && !self.weight.track_op()
+            && gemv::available())
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Flatten leading dims into one matrix so a single GEMM runs against the (transposed, strided) weight.
@@ -126,6 +143,15 @@ impl Module for Linear {
         let x2 = x.reshape((rows, in_dim))?;
         let many_rows = rows >= DEQUANTIZE_ROWS && x.device().is_cpu();
         let y = match self.quantized.as_deref() {
+            None if self.takes_gemv(&x2)? => {
+                let x2 = x2.contiguous()?;
+                let w = self.weight.contiguous()?;
+                let out_dim = w.dim(0)?;
+                let y = with_cpu_f32(&x2, |x| {
+                    with_cpu_f32(&w, |w| gemv::gemv(x, rows, w, in_dim))
+                })??;
+                Tensor::from_vec(y, (rows, out_dim), x.device())?
+            }
             None => x2.matmul(&self.weight.t()?)?,
             Some(Quantized::Q8(q)) if many_rows => {
                 let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
