@@ -56,11 +56,12 @@ pub fn single_query_attention(
             let (bi, g) = (head / nkv, head % nkv);
             let keys = &kc.data[kc.start + bi * kc.batch_stride + g * kc.head_stride..][..tk * d];
             let values = &vc.data[vc.start + bi * vc.batch_stride + g * vc.head_stride..][..tk * d];
-            let mut p = vec![0f32; tk];
-            for (r, out) in out.chunks_exact_mut(d).enumerate() {
-                let query = &q[(bi * nh + g * rep + r) * d..][..d];
-                // SAFETY: AVX2 and FMA are present (checked above); all rows hold `d` values, d % 8 == 0.
-                unsafe { avx2::attend(query, keys, values, scale, &mut p, out) };
+            let queries = &q[(bi * nh + g * rep) * d..][..rep * d];
+            let mut p = vec![0f32; 4 * tk];
+            // Up to four query heads at a time share each K and V row read.
+            for (queries, out) in queries.chunks(4 * d).zip(out.chunks_mut(4 * d)) {
+                // SAFETY: AVX2 and FMA are present (checked above); rows hold `d` values, d % 8 == 0.
+                unsafe { avx2::attend(queries, d, keys, values, scale, &mut p, out) };
             }
         });
     Ok(Some(Tensor::from_vec(out, (b, nh, 1, d), &device)?))
@@ -109,64 +110,87 @@ mod avx2 {
     use super::vmath;
     use std::arch::x86_64::*;
 
-    /// `out = softmax(scale · K·query) · V` for one query; `p` is scratch of one score per key.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(a: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// `out_h = softmax(scale · K·query_h) · V` for the `n = queries.len() / d ≤ 4` query heads in `queries`
+    /// and `out`; `p` is scratch of at least `n · t_k` scores. The heads run as independent FMA chains over
+    /// each key row (one K read for all), and the value pass keeps 32 output lanes of a head in registers.
     ///
     /// # Safety
-    /// AVX2 and FMA available; `query` and `out` hold `d` values, `keys` and `values` `p.len() · d`, d % 8 == 0.
+    /// AVX2 and FMA available; `queries` and `out` hold `n · d` values with `1 ≤ n ≤ 4`, `keys` and
+    /// `values` `t_k · d`, `d % 8 == 0`, `p.len() ≥ n · t_k`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend(
-        query: &[f32],
+        queries: &[f32],
+        d: usize,
         keys: &[f32],
         values: &[f32],
         scale: f32,
         p: &mut [f32],
         out: &mut [f32],
     ) {
-        let d = query.len();
-        for (s, key) in p.iter_mut().zip(keys.chunks_exact(d)) {
-            *s = unsafe { dot(query, key) } * scale + 0.0;
+        let n = queries.len() / d;
+        let tk = keys.len() / d;
+        debug_assert!((1..=4).contains(&n) && out.len() == n * d && p.len() >= n * tk);
+        let q = queries.as_ptr();
+        for (j, key) in keys.chunks_exact(d).enumerate() {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..d).step_by(8) {
+                let kv = unsafe { _mm256_loadu_ps(key.as_ptr().add(c)) };
+                for (h, acc) in acc.iter_mut().enumerate().take(n) {
+                    let qv = unsafe { _mm256_loadu_ps(q.add(h * d + c)) };
+                    *acc = _mm256_fmadd_ps(qv, kv, *acc);
+                }
+            }
+            for (h, &acc) in acc.iter().enumerate().take(n) {
+                p[h * tk + j] = hsum(acc) * scale + 0.0;
+            }
         }
-        let max = p.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let sum = vmath::exp_shifted_in_place(p, max);
-        for s in p.iter_mut() {
-            *s /= sum;
+        for h in 0..n {
+            let row = &mut p[h * tk..(h + 1) * tk];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let sum = vmath::exp_shifted_in_place(row, max);
+            for s in row.iter_mut() {
+                *s /= sum;
+            }
         }
-        out.fill(0.0);
-        for (&w, value) in p.iter().zip(values.chunks_exact(d)) {
-            let w8 = _mm256_set1_ps(w);
-            for (o, v) in out.chunks_exact_mut(8).zip(value.chunks_exact(8)) {
-                unsafe {
-                    let acc = _mm256_loadu_ps(o.as_ptr());
-                    let acc = _mm256_fmadd_ps(w8, _mm256_loadu_ps(v.as_ptr()), acc);
-                    _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        for h in 0..n {
+            let weights = &p[h * tk..(h + 1) * tk];
+            for c0 in (0..d).step_by(32) {
+                let lanes = (d - c0).min(32) / 8;
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (j, &w) in weights.iter().enumerate() {
+                    let w8 = _mm256_set1_ps(w);
+                    let v = values.as_ptr().wrapping_add(j * d + c0);
+                    for (i, acc) in acc.iter_mut().enumerate().take(lanes) {
+                        *acc = _mm256_fmadd_ps(w8, unsafe { _mm256_loadu_ps(v.add(8 * i)) }, *acc);
+                    }
+                }
+                for (i, acc) in acc.iter().enumerate().take(lanes) {
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c0 + 8 * i), *acc) };
                 }
             }
         }
-    }
-
-    /// # Safety
-    /// As [`attend`]; `a` and `b` have the same length, a multiple of 8.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-            acc = unsafe {
-                _mm256_fmadd_ps(
-                    _mm256_loadu_ps(x.as_ptr()),
-                    _mm256_loadu_ps(y.as_ptr()),
-                    acc,
-                )
-            };
-        }
-        let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
-    pub unsafe fn attend(_: &[f32], _: &[f32], _: &[f32], _: f32, _: &mut [f32], _: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn attend(
+        _: &[f32],
+        _: usize,
+        _: &[f32],
+        _: &[f32],
+        _: f32,
+        _: &mut [f32],
+        _: &mut [f32],
+    ) {
         unreachable!("single_query_attention checks for AVX2 first")
     }
 }
