@@ -12,7 +12,7 @@
 //! steps its few-row kernel (activations quantized per block too), so both paths are measured.
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
-use gar_models::{GarModel, GarQuirks, Llama, Quant};
+use gar_models::{GarModel, GarQuirks, Llama, Quant, QuantReport};
 
 fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
     let dot = (a * b)?.sum_all()?.to_scalar::<f32>()?;
@@ -39,14 +39,13 @@ fn main() -> anyhow::Result<()> {
     let dense: Llama = model.llama().clone();
     let (quantized, report) = if mode == "bf16" {
         let m = GarModel::load(dir, DType::BF16, &dev, GarQuirks::default())?;
-        (m.llama().clone(), Default::default())
+        (m.llama().clone(), QuantReport::default())
     } else {
         let quant: Quant = mode.parse().map_err(anyhow::Error::msg)?;
         let mut q = dense.clone(); // shares the f32 tensors until quantize replaces them
         let report = q.quantize(quant)?;
         (q, report)
     };
-    let report: gar_models::QuantReport = report;
     let vocab = dense.config().vocab_size as u64;
     // A fixed pseudo-random prompt (LCG), the same for both models.
     let mut state = 0x2545_f491_4f6c_dd1du64;

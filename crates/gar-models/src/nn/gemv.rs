@@ -95,10 +95,7 @@ mod avx2 {
             }
         }
         for k in 0..n {
-            let a = acc[k];
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            out[k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+            out[k] = crate::nn::vmath::hsum8(acc[k]);
         }
     }
 }

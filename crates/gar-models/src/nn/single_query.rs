@@ -110,13 +110,6 @@ mod avx2 {
     use super::vmath;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(a: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
-
     /// `out_h = softmax(scale · K·query_h) · V` for the `n = queries.len() / d ≤ 4` query heads in `queries`
     /// and `out`; `p` is scratch of at least `n · t_k` scores. The heads run as independent FMA chains over
     /// each key row (one K read for all), and the value pass keeps 32 output lanes of a head in registers.
@@ -148,7 +141,7 @@ mod avx2 {
                 }
             }
             for (h, &acc) in acc.iter().enumerate().take(n) {
-                p[h * tk + j] = hsum(acc) * scale + 0.0;
+                p[h * tk + j] = vmath::hsum8(acc) * scale + 0.0;
             }
         }
         for h in 0..n {

@@ -117,6 +117,16 @@ fn gelu_erf_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
+/// Sum of the 8 lanes of an AVX vector (the kernels' final reduction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub(crate) fn hsum8(a: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
