@@ -2,6 +2,7 @@
 
 mod commands;
 mod exit;
+mod heap;
 mod regions;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() {
+    heap::keep_freed_memory();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

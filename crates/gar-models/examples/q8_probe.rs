@@ -1,6 +1,7 @@
 //! Times the Q8_0 few-row product (`nn::q8`) on GAR-1B's decoder shapes and prints the weight bytes it streams
 //! per second, to compare with the machine's streaming-read bandwidth (`gar bench --bandwidth`).
 //! Run: `cargo run --release -p gar-models --example q8_probe [rows]` (rows = input rows, default 1).
+use candle_core::{Device, Tensor};
 use gar_models::nn::q8::Q8Matrix;
 use std::time::Instant;
 
@@ -22,6 +23,31 @@ fn main() {
         let q = Q8Matrix::quantize(&w, rows, cols).expect("shape");
         drop(w);
         let x: Vec<f32> = (0..m * cols).map(|i| (i % 13) as f32 / 13.0).collect();
+        if m >= 32 {
+            // Prefill-sized: the int8 product against dequantize + f32 GEMM (what `Linear` did for many rows).
+            let xt = Tensor::from_slice(&x, (m, cols), &Device::Cpu).expect("x");
+            let (mut t8, mut tf) = (f64::MAX, f64::MAX);
+            for _ in 0..3 {
+                let t = Instant::now();
+                let y = q.matmul(&x, m);
+                t8 = t8.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(y);
+                let t = Instant::now();
+                let w = Tensor::from_vec(q.dequantize(), (rows, cols), &Device::Cpu).expect("w");
+                let y = xt.matmul(&w.t().expect("t")).expect("gemm");
+                tf = tf.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(y);
+            }
+            let flop = 2.0 * (m * rows * cols) as f64;
+            println!(
+                "{rows:>6}×{cols:<5} m={m}: int8 {:8.1} ms ({:5.1} GFLOP/s)  dequantize+f32 GEMM {:8.1} ms ({:5.1} GFLOP/s)",
+                t8 * 1e3,
+                flop / t8 / 1e9,
+                tf * 1e3,
+                flop / tf / 1e9
+            );
+            continue;
+        }
         // Enough repeats to stream ~4 GB, so the matrix is read from memory, not cache, except the small ones.
         let reps = (4e9 / (rows * cols) as f64).ceil() as usize;
         let mut sink = 0f32;

@@ -90,6 +90,50 @@ fn main() -> Result<()> {
     report("scores q·kᵀ + softmax in place", fresh, 0.0);
     report("gelu_erf, candle op", old_g, 0.0);
     report("gelu_erf, fused::gelu_erf", new_g, 0.0);
+    // Whole attention: the general path (candle's batched matmuls + fused softmax) against the blocked CPU
+    // kernels, on the qkv-split views the vision tower hands over.
+    let qkv3 = x2
+        .matmul(&w_qkv.t()?)?
+        .reshape((1, n, 3, heads, hd))?
+        .permute((2, 0, 3, 1, 4))?;
+    let (qv, kv, vv) = (qkv3.get(0)?, qkv3.get(1)?, qkv3.get(2)?);
+    let attn_flops = 2.0 * flops(n, hd, n) * heads as f64;
+    let (mut general, mut blocked) = (f64::MAX, f64::MAX);
+    for _ in 0..reps {
+        general = general.min(best(1, || {
+            gar_models::nn::attention::general_attention(&qv, &kv, &vv, 0.125, false)
+        })?);
+        blocked = blocked.min(best(1, || {
+            gar_models::nn::attention::attention(&qv, &kv, &vv, 0.125, false)
+        })?);
+    }
+    report("attention, general path", general, attn_flops);
+    report("attention, blocked kernels", blocked, attn_flops);
+    let (mut general, mut blocked) = (f64::MAX, f64::MAX);
+    let (lq, lk, lv) = (
+        Tensor::randn(0f32, 1., (1, 32, 1024, 64), &dev)?,
+        Tensor::randn(0f32, 1., (1, 8, 1024, 64), &dev)?,
+        Tensor::randn(0f32, 1., (1, 8, 1024, 64), &dev)?,
+    );
+    for _ in 0..reps {
+        general = general.min(best(1, || {
+            gar_models::nn::attention::general_attention(&lq, &lk, &lv, 0.125, true)
+        })?);
+        blocked = blocked.min(best(1, || {
+            gar_models::nn::attention::attention(&lq, &lk, &lv, 0.125, true)
+        })?);
+    }
+    let causal_flops = 2.0 * flops(1024, 64, 1024) * 32.0 / 2.0;
+    report(
+        "prefill 1024, 32/8 heads causal, general",
+        general,
+        causal_flops,
+    );
+    report(
+        "prefill 1024, 32/8 heads causal, blocked",
+        blocked,
+        causal_flops,
+    );
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let s = best(reps, || probs.matmul(&v))?;
     report("probs·v", s, flops(n, n, hd) * heads as f64);

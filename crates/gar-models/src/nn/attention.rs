@@ -35,6 +35,23 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -
     if let Some(out) = crate::nn::single_query::single_query_attention(q, k, v, scale)? {
         return Ok(out);
     }
+    if let Some(out) = crate::nn::blocked_attention::blocked_attention(q, k, v, scale, causal)? {
+        return Ok(out);
+    }
+    general_attention(q, k, v, scale, causal)
+}
+
+/// The device- and dtype-independent path of [`attention`] from tensor ops (other devices, bf16/f16,
+/// training), in query blocks of [`SCORE_BLOCK_BYTES`] of scores.
+pub fn general_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    causal: bool,
+) -> Result<Tensor> {
+    let (_, nh, tq, _) = q.dims4()?;
+    let (_, _, tk, _) = k.dims4()?;
     let kf = k.to_dtype(DType::F32)?;
     let v = v.contiguous()?;
     let block = query_block(nh, tk);
@@ -134,10 +151,22 @@ mod tests {
             let k = Tensor::randn(0f32, 1., (2, 2, tk, 8), &dev)?;
             let v = Tensor::randn(0f32, 1., (2, 2, tk, 8), &dev)?;
             for causal in [false, true] {
-                let a = attention(&q, &k, &v, 0.3, causal)?;
-                let b = naive(&q, &k, &v, 0.3, causal)?;
-                let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-                assert!(diff < 1e-5, "tq {tq} tk {tk} causal {causal}: {diff}");
+                let want = naive(&q, &k, &v, 0.3, causal)?;
+                // The dispatching entry point (the blocked CPU kernels here) and the tensor-op path.
+                for (path, got) in [
+                    ("attention", attention(&q, &k, &v, 0.3, causal)?),
+                    ("general", general_attention(&q, &k, &v, 0.3, causal)?),
+                ] {
+                    let diff = (got - &want)?
+                        .abs()?
+                        .flatten_all()?
+                        .max(0)?
+                        .to_scalar::<f32>()?;
+                    assert!(
+                        diff < 1e-5,
+                        "{path}: tq {tq} tk {tk} causal {causal}: {diff}"
+                    );
+                }
             }
         }
         Ok(())
