@@ -61,6 +61,26 @@ fn main() -> Result<()> {
     let h2 = h.reshape((n, hidden))?;
     let s = best(reps, || h2.matmul(&w_fc2.t()?))?;
     report("fc2", s, flops(n, hidden, c));
+    // The same linears as 8-bit × 8-bit products (nn::w8a8), activation quantization included.
+    if gar_models::nn::w8a8::available() {
+        let x_rows = x2.flatten_all()?.to_vec1::<f32>()?;
+        let h_rows = h.flatten_all()?.to_vec1::<f32>()?;
+        for (name, w, rows_in, k) in [
+            ("qkv w8a8", &w_qkv, &x_rows, c),
+            ("fc1 w8a8", &w_fc1, &x_rows, c),
+            ("fc2 w8a8", &w_fc2, &h_rows, hidden),
+        ] {
+            let (out, _) = w.dims2()?;
+            let wq = gar_models::nn::w8a8::W8Matrix::quantize(
+                &w.flatten_all()?.to_vec1::<f32>()?,
+                out,
+                k,
+            )
+            .map_err(candle_core::Error::msg)?;
+            let s = best(reps, || Ok(wq.matmul(rows_in, n)))?;
+            report(name, s, flops(n, k, out));
+        }
+    }
     let s = best(reps, || q.matmul(&k.t()?))?;
     report("scores q·kᵀ (16 heads)", s, flops(n, hd, n) * heads as f64);
     let scores = q.matmul(&k.t()?)?;

@@ -13,6 +13,7 @@ pub mod quant;
 pub mod rope;
 pub mod single_query;
 pub mod vmath;
+pub mod w8a8;
 
 use std::sync::Arc;
 

@@ -230,14 +230,11 @@ impl Activations {
     fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
         let nb = cols / BLOCK;
         let mut qs = vec![0i8; m * cols];
-        let mut d = vec![0f32; m * nb];
-        d.par_iter_mut()
-            .zip(
-                x.par_chunks_exact(BLOCK)
-                    .zip(qs.par_chunks_exact_mut(BLOCK)),
-            )
-            .with_min_len(256)
-            .for_each(|(d, (x, q))| *d = quantize_block(x, q));
+        let d = x
+            .chunks_exact(BLOCK)
+            .zip(qs.chunks_exact_mut(BLOCK))
+            .map(|(x, q)| quantize_block(x, q))
+            .collect();
         Self { nb, qs, d }
     }
 

@@ -1,0 +1,414 @@
+//! An 8-bit × 8-bit GEMM for many rows (a vision tile's 1,025 tokens), AVX2, with weights and activations
+//! both quantized per block of 32 inputs.
+//!
+//! Why: on this project's AVX2-only CPU (Zen 3, no VNNI) `vpmaddubsw` + `vpmaddwd` still issue two per
+//! cycle, so an int8 multiply-add stream does about twice the work per cycle of an f32 FMA stream; the f32
+//! GEMM was 67 % of a GAR-1B vision tile after the round-6 fixes (docs/performance.md). The [`super::q8`]
+//! kernel cannot be reused for this: its quad layout folds each block's sums horizontally, which is cheap for
+//! one row (decode) and dominates for a thousand.
+//!
+//! Layout: output columns in panels of 16; for each panel and 32-input block, eight groups of 4 inputs ×
+//! 16 columns (one group is two AVX2 vectors: column-major bytes, 4 consecutive inputs per column), then
+//! the 16 columns' f32 scales. A tile of up to 4 input rows broadcasts 4 bytes of a row against a group,
+//! so each i32 lane accumulates one (row, column) product over the block; a block ends with one convert
+//! and one FMA per (row, 8 columns) with the scale `d_row · d_column`.
+//!
+//! Numerics: llama.cpp's Q8_0 rounding for both operands (`d = max|x| / 127`, `q = round(x / d)`) with the
+//! weight scales kept in f32; the integer sums are exact (|w| ≤ 127 and the signs moved onto the
+//! activation keep `vpmaddubsw`'s pair sums below i16 saturation).
+
+use rayon::prelude::*;
+
+/// Inputs per quantization block.
+pub const BLOCK: usize = 32;
+/// Output columns per panel (two AVX2 vectors of i32 lanes).
+pub const PANEL: usize = 16;
+/// Inputs whose products one i32 lane sums per `vpmaddubsw` + `vpmaddwd`.
+const GROUP: usize = 4;
+/// Bytes of one panel's weights for one block.
+const PANEL_BLOCK_BYTES: usize = BLOCK * PANEL;
+/// Input rows per register tile (8 i32 accumulators + 4 weight vectors + broadcast + ones).
+const TILE_ROWS: usize = 4;
+/// Activation blocks from which their quantization is spread over the thread pool.
+const PARALLEL_BLOCKS: usize = 4096;
+/// Input rows per pass over a task's panels: 64 quantized rows of a 4096-wide input are 256 KiB, an L2.
+const ROW_CHUNK: usize = 64;
+
+/// A `(out, in)` weight matrix in the panel layout above.
+pub struct W8Matrix {
+    out: usize,
+    inp: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+}
+
+impl std::fmt::Debug for W8Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "W8Matrix({}×{})", self.out, self.inp)
+    }
+}
+
+/// Whether this CPU runs the kernel (AVX2 + FMA).
+pub fn available() -> bool {
+    crate::nn::single_query::avx2_available()
+}
+
+/// Quantizes one block of 32 values into `qs` (llama.cpp's Q8_0 rounding), returning its scale.
+fn quantize_block(x: &[f32], mut put: impl FnMut(usize, i8)) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (i, &v) in x.iter().enumerate() {
+        put(i, (v * inv).round() as i8);
+    }
+    d
+}
+
+/// Where input `i` of a block sits, for panel column `col`, in the panel's block bytes.
+fn slot(i: usize, col: usize) -> usize {
+    (i / GROUP) * PANEL * GROUP + col * GROUP + i % GROUP
+}
+
+impl W8Matrix {
+    /// Quantizes a row-major `(out, in)` f32 matrix; needs `out % 16 == 0` and `in % 32 == 0`.
+    pub fn quantize(w: &[f32], out: usize, inp: usize) -> Result<Self, String> {
+        if !out.is_multiple_of(PANEL) || !inp.is_multiple_of(BLOCK) || w.len() != out * inp {
+            return Err(format!(
+                "W8A8 needs a ({out}, {inp}) matrix with {PANEL} | out and {BLOCK} | in, got {} values",
+                w.len()
+            ));
+        }
+        let nb = inp / BLOCK;
+        let mut qs = vec![0i8; out * inp];
+        let mut d = vec![0f32; out * nb];
+        qs.par_chunks_mut(nb * PANEL_BLOCK_BYTES)
+            .zip(d.par_chunks_mut(nb * PANEL))
+            .enumerate()
+            .for_each(|(p, (qs, d))| {
+                for col in 0..PANEL {
+                    let row = &w[(p * PANEL + col) * inp..][..inp];
+                    for (b, x) in row.chunks_exact(BLOCK).enumerate() {
+                        let qs = &mut qs[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+                        d[b * PANEL + col] = quantize_block(x, |i, q| qs[slot(i, col)] = q);
+                    }
+                }
+            });
+        Ok(Self { out, inp, qs, d })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.out
+    }
+
+    pub fn cols(&self) -> usize {
+        self.inp
+    }
+
+    /// The dense `(out, in)` matrix the blocks stand for.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let nb = self.inp / BLOCK;
+        let mut w = vec![0f32; self.out * self.inp];
+        for (o, row) in w.chunks_exact_mut(self.inp).enumerate() {
+            let (p, col) = (o / PANEL, o % PANEL);
+            for (b, x) in row.chunks_exact_mut(BLOCK).enumerate() {
+                let at = (p * nb + b) * PANEL_BLOCK_BYTES;
+                let d = self.d[(p * nb + b) * PANEL + col];
+                for (i, x) in x.iter_mut().enumerate() {
+                    *x = self.qs[at + slot(i, col)] as f32 * d;
+                }
+            }
+        }
+        w
+    }
+
+    /// `x · Wᵀ` for `m` row-major input rows of width `in`: an `(m, out)` row-major result. The rows are
+    /// quantized per block first.
+    ///
+    /// # Panics
+    /// When `x` is not `m × in`, or on a CPU without AVX2/FMA (check [`available`]).
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
+        assert!(available(), "W8Matrix::matmul needs AVX2 and FMA");
+        let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
+        let mut xq = vec![0i8; m * inp];
+        let mut xd = vec![0f32; m * nb];
+        let quantize =
+            |(d, (x, q)): (&mut f32, (&[f32], &mut [i8]))| *d = quantize_block(x, |i, v| q[i] = v);
+        // A few rows are not worth a hand-off to the pool.
+        if m * nb >= PARALLEL_BLOCKS {
+            xd.par_iter_mut()
+                .zip(
+                    x.par_chunks_exact(BLOCK)
+                        .zip(xq.par_chunks_exact_mut(BLOCK)),
+                )
+                .with_min_len(PARALLEL_BLOCKS / 4)
+                .for_each(quantize);
+        } else {
+            xd.iter_mut()
+                .zip(x.chunks_exact(BLOCK).zip(xq.chunks_exact_mut(BLOCK)))
+                .for_each(quantize);
+        }
+        let mut y = vec![0f32; m * out];
+        let y_addr = y.as_mut_ptr() as usize;
+        let panels = out / PANEL;
+        let per_task = panels
+            .div_ceil(4 * rayon::current_num_threads().max(1))
+            .max(1);
+        (0..panels.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let y = y_addr as *mut f32;
+                for i0 in (0..m).step_by(ROW_CHUNK) {
+                    let i1 = (i0 + ROW_CHUNK).min(m);
+                    for p in task * per_task..((task + 1) * per_task).min(panels) {
+                        let w = &self.qs[p * nb * PANEL_BLOCK_BYTES..][..nb * PANEL_BLOCK_BYTES];
+                        let wd = &self.d[p * nb * PANEL..][..nb * PANEL];
+                        for r0 in (i0..i1).step_by(TILE_ROWS) {
+                            let rows = TILE_ROWS.min(i1 - r0);
+                            // SAFETY: AVX2/FMA checked above. Rows r0..r0+rows of xq/xd hold `in` values
+                            // and `nb` scales; the panel holds nb blocks; tasks own disjoint panels, so
+                            // they write disjoint 16-column strips of rows r0.. of `y`, which outlives
+                            // the loop (`y_addr` is its buffer).
+                            unsafe {
+                                kernel::tile(
+                                    rows,
+                                    nb,
+                                    xq[r0 * inp..].as_ptr(),
+                                    inp,
+                                    xd[r0 * nb..].as_ptr(),
+                                    nb,
+                                    w.as_ptr(),
+                                    wd.as_ptr(),
+                                    y.add(r0 * out + p * PANEL),
+                                    out,
+                                )
+                            };
+                        }
+                    }
+                }
+            });
+        y
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use super::{BLOCK, GROUP, PANEL, PANEL_BLOCK_BYTES};
+    use std::arch::x86_64::*;
+
+    /// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 4`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `a` holds `rows` rows of `nb · 32` bytes `lda` apart, `ad` `rows` rows of
+    /// `nb` scales `ldad` apart, `w` `nb` panel blocks and `wd` `nb · 16` scales, `c` `rows` rows of 16
+    /// writable floats `ldc` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        rows: usize,
+        nb: usize,
+        a: *const i8,
+        lda: usize,
+        ad: *const f32,
+        ldad: usize,
+        w: *const i8,
+        wd: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        macro_rules! go {
+            ($r:literal) => {
+                unsafe { tile_r::<$r>(nb, a, lda, ad, ldad, w, wd, c, ldc) }
+            };
+        }
+        match rows {
+            4 => go!(4),
+            3 => go!(3),
+            2 => go!(2),
+            1 => go!(1),
+            _ => unreachable!("tile of {rows} rows"),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_r<const R: usize>(
+        nb: usize,
+        a: *const i8,
+        lda: usize,
+        ad: *const f32,
+        ldad: usize,
+        w: *const i8,
+        wd: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        // The float accumulators live in `c` (they change once per block); the i32 sums in registers.
+        for r in 0..R {
+            unsafe {
+                _mm256_storeu_ps(c.add(r * ldc), _mm256_setzero_ps());
+                _mm256_storeu_ps(c.add(r * ldc + 8), _mm256_setzero_ps());
+            }
+        }
+        for b in 0..nb {
+            let mut s = [[_mm256_setzero_si256(); 2]; R];
+            let wb = unsafe { w.add(b * PANEL_BLOCK_BYTES) };
+            for g in 0..BLOCK / GROUP {
+                let w0 = unsafe { _mm256_loadu_si256(wb.add(g * PANEL * GROUP) as *const __m256i) };
+                let w1 =
+                    unsafe { _mm256_loadu_si256(wb.add(g * PANEL * GROUP + 32) as *const __m256i) };
+                // |w| as the unsigned operand, the signs of w moved onto x.
+                let (u0, u1) = (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(w1, w1));
+                for (r, s) in s.iter_mut().enumerate() {
+                    let x4 = unsafe {
+                        std::ptr::read_unaligned(
+                            a.add(r * lda + b * BLOCK + g * GROUP) as *const i32
+                        )
+                    };
+                    let x = _mm256_set1_epi32(x4);
+                    let p0 = _mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, w0));
+                    let p1 = _mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, w1));
+                    s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(p0, ones));
+                    s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(p1, ones));
+                }
+            }
+            let (d0, d1) = unsafe {
+                (
+                    _mm256_loadu_ps(wd.add(b * PANEL)),
+                    _mm256_loadu_ps(wd.add(b * PANEL + 8)),
+                )
+            };
+            for (r, s) in s.iter().enumerate() {
+                let dx = _mm256_set1_ps(unsafe { *ad.add(r * ldad + b) });
+                unsafe {
+                    let c0 = c.add(r * ldc);
+                    let c1 = c0.add(8);
+                    let v0 = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(s[0]),
+                        _mm256_mul_ps(dx, d0),
+                        _mm256_loadu_ps(c0),
+                    );
+                    let v1 = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(s[1]),
+                        _mm256_mul_ps(dx, d1),
+                        _mm256_loadu_ps(c1),
+                    );
+                    _mm256_storeu_ps(c0, v0);
+                    _mm256_storeu_ps(c1, v1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod kernel {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        _: usize,
+        _: usize,
+        _: *const i8,
+        _: usize,
+        _: *const f32,
+        _: usize,
+        _: *const i8,
+        _: *const f32,
+        _: *mut f32,
+        _: usize,
+    ) {
+        unreachable!("W8Matrix::matmul checks for AVX2 first")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+    }
+
+    /// The kernel's arithmetic in scalar form: exact integer sums per block, scaled by `d_x · d_w`.
+    fn reference(wq: &W8Matrix, x: &[f32], m: usize) -> Vec<f32> {
+        let (inp, nb) = (wq.inp, wq.inp / BLOCK);
+        let w = wq.dequantize();
+        let mut y = vec![0f32; m * wq.out];
+        for i in 0..m {
+            for o in 0..wq.out {
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let xb = &x[i * inp + b * BLOCK..][..BLOCK];
+                    let mut xq = [0i8; BLOCK];
+                    let dx = quantize_block(xb, |k, v| xq[k] = v);
+                    let dw = wq.d[(o / PANEL * nb + b) * PANEL + o % PANEL];
+                    let isum: i32 = (0..BLOCK)
+                        .map(|k| {
+                            let wqk = if dw == 0.0 {
+                                0
+                            } else {
+                                (w[o * inp + b * BLOCK + k] / dw).round() as i32
+                            };
+                            wqk * xq[k] as i32
+                        })
+                        .sum();
+                    acc += isum as f32 * (dx * dw);
+                }
+                y[i * wq.out + o] = acc;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn dequantize_is_q8_0_rounding_per_row_block() {
+        let (out, inp) = (32, 64);
+        let w = random(out * inp, 1);
+        let q = W8Matrix::quantize(&w, out, inp).unwrap();
+        for (o, row) in q.dequantize().chunks(inp).enumerate() {
+            for (b, got) in row.chunks(BLOCK).enumerate() {
+                let x = &w[o * inp + b * BLOCK..][..BLOCK];
+                let mut want = [0i8; BLOCK];
+                let d = quantize_block(x, |i, v| want[i] = v);
+                for (g, &q) in got.iter().zip(&want) {
+                    assert_eq!(*g, q as f32 * d);
+                }
+            }
+        }
+        assert!(W8Matrix::quantize(&w, 24, 64 + 40).is_err());
+    }
+
+    #[test]
+    fn matmul_matches_its_scalar_form_and_the_dense_product() {
+        if !available() {
+            return;
+        }
+        // Row counts with every tile tail and more than one row chunk.
+        for (m, out, inp) in [(1, 16, 32), (7, 48, 96), (130, 32, 256)] {
+            let w = random(out * inp, 2);
+            let x = random(m * inp, 3);
+            let q = W8Matrix::quantize(&w, out, inp).unwrap();
+            let got = q.matmul(&x, m);
+            let want = reference(&q, &x, m);
+            for (g, r) in got.iter().zip(&want) {
+                assert!((g - r).abs() <= 1e-4 * r.abs().max(1.0), "{g} vs {r}");
+            }
+            // Against the unquantized product: both operands carry ≤ 0.4 % rounding per element.
+            let mut err = 0f64;
+            let mut norm = 0f64;
+            for i in 0..m {
+                for o in 0..out {
+                    let dense: f32 = (0..inp).map(|k| x[i * inp + k] * w[o * inp + k]).sum();
+                    err += ((got[i * out + o] - dense) as f64).powi(2);
+                    norm += (dense as f64).powi(2);
+                }
+            }
+            assert!(
+                (err / norm).sqrt() < 0.01,
+                "relative error {}",
+                (err / norm).sqrt()
+            );
+        }
+    }
+}
