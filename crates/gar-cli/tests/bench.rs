@@ -55,6 +55,36 @@ fn bench_json_has_positive_metrics() {
 }
 
 #[test]
+fn bench_reports_int8_vision_linears() {
+    let out = gar(&args(&[
+        "--tiles",
+        "2",
+        "--new-tokens",
+        "2",
+        "--vision-int8",
+        "--json",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = last_json(&out);
+    let converted = v["vision_int8_linears"]
+        .as_u64()
+        .expect("vision_int8_linears");
+    // tiny-pe-l's two blocks have four linears each that fit the kernel (16 | out, 32 | in); a CPU without
+    // AVX2 converts none and runs dense.
+    #[cfg(target_arch = "x86_64")]
+    let avx2 =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    assert_eq!(converted, if avx2 { 8 } else { 0 });
+    assert!(v["vision_s_per_tile"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn bench_pads_the_prompt() {
     let out = gar(&args(&[
         "--tiles",

@@ -25,6 +25,9 @@ pub struct EngineOptions {
     pub processor: ProcessorOptions,
     /// Weight-only quantization of the language model's linears (`Quant::None` = reference-exact).
     pub quant: Quant,
+    /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; not
+    /// reference-exact).
+    pub vision_int8: bool,
 }
 
 impl Default for EngineOptions {
@@ -35,6 +38,7 @@ impl Default for EngineOptions {
             quirks: GarQuirks::default(),
             processor: ProcessorOptions::default(),
             quant: Quant::None,
+            vision_int8: false,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Engine {
     load_s: f64,
     quant: Quant,
     quant_report: QuantReport,
+    /// Vision linears converted by `EngineOptions::vision_int8`.
+    vision_int8_linears: usize,
 }
 
 impl Engine {
@@ -84,13 +90,18 @@ impl Engine {
         let processor = GarProcessor::from_dir_with_options(dir, options.processor)
             .map_err(EngineError::CheckpointFiles)?;
         // Quantized while loading, layer by layer: the dense decoder is never materialised as a whole.
-        let (model, quant_report) = GarModel::load_quantized(
+        let (mut model, quant_report) = GarModel::load_quantized(
             dir,
             options.dtype,
             &options.device,
             options.quirks,
             options.quant,
         )?;
+        let vision_int8_linears = if options.vision_int8 {
+            model.quantize_vision_w8a8()?
+        } else {
+            0
+        };
         let specials = processor.special_tokens();
         let vocab = model.config().text.vocab_size;
         if processor.tokenizer().get_vocab_size(true) > vocab {
@@ -116,6 +127,7 @@ impl Engine {
             load_s: start.elapsed().as_secs_f64(),
             quant: options.quant,
             quant_report,
+            vision_int8_linears,
         })
     }
 
@@ -129,6 +141,11 @@ impl Engine {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many vision-tower linears run in 8-bit (`EngineOptions::vision_int8`; 0 when off or unsupported).
+    pub fn vision_int8_linears(&self) -> usize {
+        self.vision_int8_linears
     }
 
     /// The quantization requested at load and what it converted.

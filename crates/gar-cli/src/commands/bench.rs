@@ -83,6 +83,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "quant": engine.quantization().0.to_string(),
         "quantized_linears": engine.quantization().1.quantized,
         "quant_formats": engine.quantization().1.formats,
+        "vision_int8_linears": engine.vision_int8_linears(),
         "threads": threads,
         "tiles": args.tiles,
         "grid": [inputs.grid.0, inputs.grid.1],

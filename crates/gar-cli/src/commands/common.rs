@@ -39,6 +39,10 @@ pub struct ModelArgs {
     /// smaller memory, not token-exact (see docs/performance.md for measured agreement).
     #[arg(long, env = "GAR_QUANT", default_value = "none")]
     pub quant: String,
+    /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; elsewhere a no-op):
+    /// faster image encoding, not reference-exact (see docs/performance.md for the measured feature cosine).
+    #[arg(long)]
+    pub vision_int8: bool,
 }
 
 /// The `--quant` flag.
@@ -203,6 +207,7 @@ pub fn load_engine(model: &ModelArgs, process: &ProcessArgs) -> Result<Engine> {
         },
         processor: processor_options(process),
         quant: parse_quant(&model.quant).map_err(|e| Failure::new(Kind::Input, e))?,
+        vision_int8: model.vision_int8,
     };
     Engine::load(&dir, &options).map_err(|e| Failure::from_engine(e).into())
 }

@@ -90,6 +90,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             processor: common::processor_options(&args.process),
             quant: common::parse_quant(&args.model.quant)
                 .map_err(|e| Failure::new(Kind::Input, e))?,
+            vision_int8: args.model.vision_int8,
         },
         sam_dir,
         limits: Limits {

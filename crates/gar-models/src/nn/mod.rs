@@ -36,6 +36,7 @@ pub struct Linear {
 #[derive(Debug)]
 enum Quantized {
     Q8(q8::Q8Matrix),
+    W8A8(w8a8::W8Matrix),
     Candle {
         matmul: QMatMul,
         tensor: Arc<QTensor>,
@@ -119,6 +120,28 @@ impl Linear {
 }
 
 impl Linear {
+    /// Replaces the dense weight by 8-bit weights run with 8-bit activations ([`w8a8`]) when the layer is on
+    /// an AVX2 CPU and its shape fits (16 | out, 32 | in); `false` (left dense) otherwise.
+    pub fn quantize_w8a8(&mut self) -> Result<bool> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        if self.quantized.is_some()
+            || !self.weight.device().is_cpu()
+            || !w8a8::available()
+            || !out_dim.is_multiple_of(w8a8::PANEL)
+            || !in_dim.is_multiple_of(w8a8::BLOCK)
+        {
+            return Ok(false);
+        }
+        let w = self.weight.to_dtype(DType::F32)?.contiguous()?;
+        let q = with_cpu_f32(&w, |w| w8a8::W8Matrix::quantize(w, out_dim, in_dim))?
+            .map_err(candle_core::Error::msg)?;
+        self.quantized = Some(Arc::new(Quantized::W8A8(q)));
+        self.weight = Tensor::zeros(1, self.weight.dtype(), self.weight.device())?
+            .reshape((1, 1))?
+            .broadcast_as((out_dim, in_dim))?;
+        Ok(true)
+    }
+
     /// Whether `x2` `(rows, in)` goes through [`gemv`]: a few f32 rows against a dense f32 weight on an AVX2
     /// CPU, outside autograd (training keeps candle's differentiable matmul).
     fn takes_gemv(&self, x2: &Tensor) -> Result<bool> {
@@ -155,6 +178,11 @@ impl Module for Linear {
                 Tensor::from_vec(y, (rows, out_dim), x.device())?
             }
             None => x2.matmul(&self.weight.t()?)?,
+            Some(Quantized::W8A8(q)) => {
+                let xf = x2.to_dtype(DType::F32)?.contiguous()?;
+                let y = with_cpu_f32(&xf, |xf| q.matmul(xf, rows))?;
+                Tensor::from_vec(y, (rows, q.rows()), x.device())?.to_dtype(x.dtype())?
+            }
             Some(Quantized::Q8(q)) if many_rows => {
                 let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
                 x2.matmul(&w.to_dtype(x.dtype())?.t()?)?
@@ -247,6 +275,36 @@ mod tests {
             assert_eq!(got16.dtype(), DType::BF16);
             assert!(rel_err(&got16.to_dtype(DType::F32)?, &want)? < tol + 0.01);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn w8a8_linear_tracks_dense_and_declines_unfit_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (48, 256), &dev)?;
+        let b = Tensor::randn(0f32, 1., 48, &dev)?;
+        let dense = Linear::from_weight(w.clone(), Some(b));
+        let mut q = dense.clone();
+        if !w8a8::available() {
+            assert!(!q.quantize_w8a8()?);
+            return Ok(());
+        }
+        assert!(q.quantize_w8a8()?);
+        assert!(
+            q.is_quantized() && !q.quantize_w8a8()?,
+            "converting twice must not happen"
+        );
+        // Both operands round to 8 bits per 32-block: ≈ 2^-8 relative error each.
+        for rows in [1, 37] {
+            let x = Tensor::randn(0f32, 1., (1, rows, 256), &dev)?;
+            let (got, want) = (q.forward(&x)?, dense.forward(&x)?);
+            assert_eq!(got.dims(), want.dims());
+            let e = rel_err(&got, &want)?;
+            assert!(e < 0.01 && e > 0.0, "{rows} rows: relative error {e}");
+        }
+        // 40 outputs are not a multiple of the 16-column panel: stays dense.
+        let mut l = Linear::from_weight(Tensor::randn(0f32, 1., (40, 256), &dev)?, None);
+        assert!(!l.quantize_w8a8()? && !l.is_quantized());
         Ok(())
     }
 

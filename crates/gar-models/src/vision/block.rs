@@ -100,6 +100,20 @@ pub struct Block {
 }
 
 impl Block {
+    /// Runs the block's four linears through [`crate::nn::w8a8`]; returns how many were converted.
+    pub fn quantize_w8a8(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for l in [
+            &mut self.attn.qkv,
+            &mut self.attn.proj,
+            &mut self.mlp.fc1,
+            &mut self.mlp.fc2,
+        ] {
+            n += usize::from(l.quantize_w8a8()?);
+        }
+        Ok(n)
+    }
+
     pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.embed_dim;
         let gamma = |name: &str| -> Result<Option<Tensor>> {

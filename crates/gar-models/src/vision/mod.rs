@@ -97,6 +97,16 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
+    /// Runs every block's linears through [`crate::nn::w8a8`] (8-bit weights and activations); returns how
+    /// many layers were converted.
+    pub fn quantize_w8a8(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for b in &mut self.blocks {
+            n += b.quantize_w8a8()?;
+        }
+        Ok(n)
+    }
+
     pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.embed_dim;
         let (gh, gw) = cfg.grid();

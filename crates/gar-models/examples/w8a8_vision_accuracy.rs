@@ -1,0 +1,66 @@
+//! Vision-tower features with the block linears on `nn::w8a8` (8-bit weights and activations) against f32,
+//! on a checkpoint's vision tower and a deterministic tile: cosine and relative error of the last hidden
+//! state, and the time of each.
+//!
+//! `cargo run --release -p gar-models --example w8a8_vision_accuracy -- DIR [TILES]`
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor};
+use gar_models::vision::VisionTower;
+use gar_models::weights::Checkpoint;
+use gar_models::GarConfig;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .expect("usage: w8a8_vision_accuracy DIR [TILES]");
+    let tiles: usize = args.next().map_or(1, |s| s.parse().expect("tiles"));
+    let cfg =
+        GarConfig::from_file(format!("{dir}/config.json")).map_err(candle_core::Error::msg)?;
+    let ckpt = Arc::new(Checkpoint::open_dir(&dir).map_err(candle_core::Error::msg)?);
+    let dev = Device::Cpu;
+    let vb = ckpt.var_builder(DType::F32, &dev);
+    let vb = if cfg.weight_prefix.is_empty() {
+        vb
+    } else {
+        vb.pp(&cfg.weight_prefix)
+    };
+    let vb = vb.pp("model").pp("vision_tower").pp("timm_model");
+    let (h, w) = cfg.vision.img_size;
+    // A smooth deterministic image in [-1, 1] (random noise would make every patch alike).
+    let pixels: Vec<f32> = (0..tiles * 3 * h * w)
+        .map(|i| {
+            let (x, y, c) = ((i % w) as f32, ((i / w) % h) as f32, (i / (h * w)) as f32);
+            (0.02 * x + 0.03 * y + c).sin() * (0.011 * x * (c + 1.0)).cos()
+        })
+        .collect();
+    let pixels = Tensor::from_vec(pixels, (tiles, 3, h, w), &dev)?;
+    let dense = VisionTower::new(&cfg.vision, vb.clone())?;
+    let t = Instant::now();
+    let want = dense.forward(&pixels, None)?;
+    let dense_s = t.elapsed().as_secs_f64();
+    drop(dense);
+    let mut quant = VisionTower::new(&cfg.vision, vb)?;
+    let converted = quant.quantize_w8a8()?;
+    let t = Instant::now();
+    let got = quant.forward(&pixels, None)?;
+    let quant_s = t.elapsed().as_secs_f64();
+    let (a, b) = (want.flatten_all()?, got.flatten_all()?);
+    let dot = (&a * &b)?.sum_all()?.to_scalar::<f32>()?;
+    let na = a.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+    let nb = b.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+    let err = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() / na;
+    // Per token: the worst cosine over all output tokens.
+    let d = want.dim(2)?;
+    let (wa, wb) = (want.reshape(((), d))?, got.reshape(((), d))?);
+    let tok_dot = (&wa * &wb)?.sum(1)?;
+    let tok_n = (wa.sqr()?.sum(1)?.sqrt()? * wb.sqr()?.sum(1)?.sqrt()?)?;
+    let worst = (tok_dot / tok_n)?.min(0)?.to_scalar::<f32>()?;
+    println!(
+        "{{\"tiles\":{tiles},\"converted_linears\":{converted},\"cosine\":{},\"worst_token_cosine\":{worst},\"relative_error\":{err},\"f32_s\":{dense_s},\"w8a8_s\":{quant_s}}}",
+        dot / (na * nb)
+    );
+    Ok(())
+}
