@@ -115,20 +115,27 @@ pub fn differentiable_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, D};
 
-    /// Naive reference: repeat kv heads, full softmax with a causal mask.
-    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -> Result<Tensor> {
+    /// Naive reference: per head, the repeated kv head (views made contiguous), full scores, an additive
+    /// causal mask, candle's softmax, then `·v`.
+    pub(crate) fn naive(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f64,
+        causal: bool,
+    ) -> Result<Tensor> {
         let (_, nh, tq, _) = q.dims4()?;
         let (_, nkv, tk, _) = k.dims4()?;
         let rep = nh / nkv;
         let mut outs = vec![];
         for h in 0..nh {
-            let qh = q.narrow(1, h, 1)?;
-            let kh = k.narrow(1, h / rep, 1)?;
-            let vh = v.narrow(1, h / rep, 1)?;
+            let qh = q.narrow(1, h, 1)?.contiguous()?;
+            let kh = k.narrow(1, h / rep, 1)?.contiguous()?;
+            let vh = v.narrow(1, h / rep, 1)?.contiguous()?;
             let mut s = (qh.matmul(&kh.t()?)? * scale)?;
             if causal {
                 let off = tk - tq;

@@ -12,9 +12,10 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
+use candle_core::{DType, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::single_query::cpu_f32;
 use crate::nn::vmath;
 
 /// Keys per packed panel of Kᵀ, and output columns per register tile (two AVX2 vectors).
@@ -110,13 +111,6 @@ thread_local! {
     /// One task's scores, kept per thread so a long prompt's thousands of tasks do not each map and
     /// fault in a fresh block.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-fn cpu_f32(s: &Storage) -> Option<&[f32]> {
-    match s {
-        Storage::Cpu(CpuStorage::F32(v)) => Some(v),
-        _ => None,
-    }
 }
 
 /// A `(b, heads, t, d)` f32 view whose rows are contiguous (last stride 1), however the other axes are
@@ -382,30 +376,8 @@ mod kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, D};
-
-    /// Per head: repeat the kv head, full scores, additive causal mask, candle's softmax, then `·v`.
-    fn naive(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -> Result<Tensor> {
-        let (_, nh, tq, _) = q.dims4()?;
-        let (_, nkv, tk, _) = k.dims4()?;
-        let rep = nh / nkv;
-        let mut outs = vec![];
-        for h in 0..nh {
-            let qh = q.narrow(1, h, 1)?.contiguous()?;
-            let kh = k.narrow(1, h / rep, 1)?.contiguous()?;
-            let vh = v.narrow(1, h / rep, 1)?.contiguous()?;
-            let mut s = (qh.matmul(&kh.t()?)? * scale)?;
-            if causal {
-                let off = tk - tq;
-                let m: Vec<f32> = (0..tq)
-                    .flat_map(|i| (0..tk).map(move |j| if j > off + i { -1e30 } else { 0.0 }))
-                    .collect();
-                s = s.broadcast_add(&Tensor::from_vec(m, (tq, tk), q.device())?)?;
-            }
-            outs.push(candle_nn::ops::softmax(&s, D::Minus1)?.matmul(&vh)?);
-        }
-        Tensor::cat(&outs, 1)
-    }
+    use crate::nn::attention::tests::naive;
+    use candle_core::Device;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()

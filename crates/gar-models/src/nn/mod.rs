@@ -111,11 +111,18 @@ impl Linear {
                 }
             };
         self.quantized = Some(Arc::new(quantized));
-        // Keep the shape queryable without holding the bytes: a zero-stride broadcast of one element.
+        self.release_dense_weight()?;
+        Ok(Some(format))
+    }
+
+    /// Drops the dense weight once a quantized form holds it, keeping the shape queryable without the
+    /// bytes: a zero-stride broadcast of one element.
+    fn release_dense_weight(&mut self) -> Result<()> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
         self.weight = Tensor::zeros(1, self.weight.dtype(), self.weight.device())?
             .reshape((1, 1))?
             .broadcast_as((out_dim, in_dim))?;
-        Ok(Some(format))
+        Ok(())
     }
 }
 
@@ -136,9 +143,7 @@ impl Linear {
         let q = with_cpu_f32(&w, |w| w8a8::W8Matrix::quantize(w, out_dim, in_dim))?
             .map_err(candle_core::Error::msg)?;
         self.quantized = Some(Arc::new(Quantized::W8A8(q)));
-        self.weight = Tensor::zeros(1, self.weight.dtype(), self.weight.device())?
-            .reshape((1, 1))?
-            .broadcast_as((out_dim, in_dim))?;
+        self.release_dense_weight()?;
         Ok(true)
     }
 

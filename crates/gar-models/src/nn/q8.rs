@@ -68,7 +68,7 @@ pub fn kernel_available() -> bool {
 }
 
 /// Quantizes one block of 32 values into `qs`, returning the scale `max|x| / 127` (0 for an all-zero block).
-fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
+pub(crate) fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let inv = if d != 0.0 { 1.0 / d } else { 0.0 };

@@ -78,7 +78,7 @@ pub(crate) fn avx2_available() -> bool {
     }
 }
 
-fn cpu_f32(s: &Storage) -> Option<&[f32]> {
+pub(crate) fn cpu_f32(s: &Storage) -> Option<&[f32]> {
     match s {
         Storage::Cpu(CpuStorage::F32(v)) => Some(v),
         _ => None,

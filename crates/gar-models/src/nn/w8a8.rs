@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+use crate::nn::q8::quantize_block;
+
 /// Inputs per quantization block.
 pub const BLOCK: usize = 32;
 /// Output columns per panel (two AVX2 vectors of i32 lanes).
@@ -53,17 +55,6 @@ pub fn available() -> bool {
     crate::nn::single_query::avx2_available()
 }
 
-/// Quantizes one block of 32 values into `qs` (llama.cpp's Q8_0 rounding), returning its scale.
-fn quantize_block(x: &[f32], mut put: impl FnMut(usize, i8)) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-    for (i, &v) in x.iter().enumerate() {
-        put(i, (v * inv).round() as i8);
-    }
-    d
-}
-
 /// Where input `i` of a block sits, for panel column `col`, in the panel's block bytes.
 fn slot(i: usize, col: usize) -> usize {
     (i / GROUP) * PANEL * GROUP + col * GROUP + i % GROUP
@@ -87,9 +78,13 @@ impl W8Matrix {
             .for_each(|(p, (qs, d))| {
                 for col in 0..PANEL {
                     let row = &w[(p * PANEL + col) * inp..][..inp];
+                    let mut block = [0i8; BLOCK];
                     for (b, x) in row.chunks_exact(BLOCK).enumerate() {
+                        d[b * PANEL + col] = quantize_block(x, &mut block);
                         let qs = &mut qs[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
-                        d[b * PANEL + col] = quantize_block(x, |i, q| qs[slot(i, col)] = q);
+                        for (i, &q) in block.iter().enumerate() {
+                            qs[slot(i, col)] = q;
+                        }
                     }
                 }
             });
@@ -132,8 +127,7 @@ impl W8Matrix {
         let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
         let mut xq = vec![0i8; m * inp];
         let mut xd = vec![0f32; m * nb];
-        let quantize =
-            |(d, (x, q)): (&mut f32, (&[f32], &mut [i8]))| *d = quantize_block(x, |i, v| q[i] = v);
+        let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i8]))| *d = quantize_block(x, q);
         // A few rows are not worth a hand-off to the pool.
         if m * nb >= PARALLEL_BLOCKS {
             xd.par_iter_mut()
@@ -341,7 +335,7 @@ mod tests {
                 for b in 0..nb {
                     let xb = &x[i * inp + b * BLOCK..][..BLOCK];
                     let mut xq = [0i8; BLOCK];
-                    let dx = quantize_block(xb, |k, v| xq[k] = v);
+                    let dx = quantize_block(xb, &mut xq);
                     let dw = wq.d[(o / PANEL * nb + b) * PANEL + o % PANEL];
                     let isum: i32 = (0..BLOCK)
                         .map(|k| {
@@ -370,7 +364,7 @@ mod tests {
             for (b, got) in row.chunks(BLOCK).enumerate() {
                 let x = &w[o * inp + b * BLOCK..][..BLOCK];
                 let mut want = [0i8; BLOCK];
-                let d = quantize_block(x, |i, v| want[i] = v);
+                let d = quantize_block(x, &mut want);
                 for (g, &q) in got.iter().zip(&want) {
                     assert_eq!(*g, q as f32 * d);
                 }
