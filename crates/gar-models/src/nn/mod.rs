@@ -246,12 +246,27 @@ mod tests {
         Ok((num / den).sqrt())
     }
 
+    /// Standard-normal data from a fixed seed: quantization errors are statistical, and a test must not
+    /// depend on the draw (candle's CPU `randn` cannot be seeded).
+    fn seeded(shape: &[usize], seed: u64) -> Result<Tensor> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        // Box–Muller: two uniforms give one normal draw.
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                let (u, v): (f32, f32) = (rng.random_range(f32::EPSILON..1.0), rng.random());
+                (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu)
+    }
+
     #[test]
     fn quantized_linear_tracks_dense() -> Result<()> {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1., (96, 512), &dev)?;
-        let b = Tensor::randn(0f32, 1., 96, &dev)?;
-        let x = Tensor::randn(0f32, 1., (2, 3, 512), &dev)?;
+        let w = seeded(&[96, 512], 1)?;
+        let b = seeded(&[96], 2)?;
+        let x = seeded(&[2, 3, 512], 3)?;
         let dense = Linear::from_weight(w.clone(), Some(b.clone()));
         let want = dense.forward(&x)?;
         // Q8_0 keeps ~2^-8 relative precision per block, Q4_K ~2^-4.
@@ -259,7 +274,7 @@ mod tests {
             // Both paths: few rows (quantized kernel) and many rows (dequantize + GEMM) must agree.
             let mut qd = dense.clone();
             qd.quantize(&[format])?;
-            let many = Tensor::randn(0f32, 1., (DEQUANTIZE_ROWS + 3, 512), &dev)?;
+            let many = seeded(&[DEQUANTIZE_ROWS + 3, 512], 4)?;
             let (a, b2) = (qd.forward(&many)?, qd.forward(&many.narrow(0, 0, 2)?)?);
             assert!(
                 rel_err(&a.narrow(0, 0, 2)?, &b2)? < 0.01,
@@ -285,9 +300,8 @@ mod tests {
 
     #[test]
     fn w8a8_linear_tracks_dense_and_declines_unfit_shapes() -> Result<()> {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1., (48, 256), &dev)?;
-        let b = Tensor::randn(0f32, 1., 48, &dev)?;
+        let w = seeded(&[48, 256], 5)?;
+        let b = seeded(&[48], 6)?;
         let dense = Linear::from_weight(w.clone(), Some(b));
         let mut q = dense.clone();
         if !w8a8::available() {
@@ -299,16 +313,17 @@ mod tests {
             q.is_quantized() && !q.quantize_w8a8()?,
             "converting twice must not happen"
         );
-        // Both operands round to 8 bits per 32-block: ≈ 2^-8 relative error each.
+        // Both operands round to 8 bits per 32-block: ≈ 0.5 % relative error each, ≈ 0.7 % together
+        // (0.66 % and 0.75 % for these seeds).
         for rows in [1, 37] {
-            let x = Tensor::randn(0f32, 1., (1, rows, 256), &dev)?;
+            let x = seeded(&[1, rows, 256], 7)?;
             let (got, want) = (q.forward(&x)?, dense.forward(&x)?);
             assert_eq!(got.dims(), want.dims());
             let e = rel_err(&got, &want)?;
-            assert!(e < 0.01 && e > 0.0, "{rows} rows: relative error {e}");
+            assert!(e < 0.012 && e > 0.0, "{rows} rows: relative error {e}");
         }
         // 40 outputs are not a multiple of the 16-column panel: stays dense.
-        let mut l = Linear::from_weight(Tensor::randn(0f32, 1., (40, 256), &dev)?, None);
+        let mut l = Linear::from_weight(seeded(&[40, 256], 8)?, None);
         assert!(!l.quantize_w8a8()? && !l.is_quantized());
         Ok(())
     }
