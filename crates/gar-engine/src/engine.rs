@@ -23,7 +23,7 @@ pub struct EngineOptions {
     pub device: Device,
     pub quirks: GarQuirks,
     pub processor: ProcessorOptions,
-    /// Weight-only quantization of the language model's linears (`Quant::None` = reference-exact).
+    /// Quantization of the language model's linears (`Quant::None` = reference-exact).
     pub quant: Quant,
     /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; not
     /// reference-exact).

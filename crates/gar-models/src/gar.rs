@@ -199,8 +199,9 @@ impl GarModel {
         &self.projector
     }
 
-    /// Weight-only quantization of the language model's linears (see [`Llama::quantize`]); the vision tower and
-    /// projector stay dense (they run once per image, their cost is compute, not weight bandwidth).
+    /// Quantization of the language model's linears (see [`Llama::quantize`]; `q8` on an AVX2 CPU rounds the
+    /// activations to 8 bits too, see [`crate::nn::quant`]); the vision tower and projector stay dense here
+    /// (see [`GarModel::quantize_vision_w8a8`]).
     pub fn quantize_language_model(
         &mut self,
         quant: crate::nn::quant::Quant,

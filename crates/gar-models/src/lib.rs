@@ -50,7 +50,7 @@
 //! * [`GarQuirks`] (`roi_double_scale`, default `true` = reference behaviour), [`RegionBox`].
 //! * [`Llama`]: `new`, `embed`, `embed_ids`, `forward`, `logits`, `last_logits`, `new_cache`;
 //!   [`KvCache`] (`new`, `seq_len`, `reset`).
-//! * Weight-only quantization: [`Quant`] (`none`, `q8` = Q8_0, `q4` = Q4_K), applied layer by layer while
+//! * Quantization: [`Quant`] (`none`, `q8` = Q8_0, `q4` = Q4_K), applied layer by layer while
 //!   loading with `GarModel::load_quantized` / `new_quantized` / `Llama::new_quantized` (load peak near the
 //!   quantized size), or after loading with `GarModel::quantize_language_model` / `Llama::quantize`
 //!   ([`QuantReport`] says what was converted).

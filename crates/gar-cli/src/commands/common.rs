@@ -34,14 +34,16 @@ pub struct ModelArgs {
     /// Where the model runs: `cpu`, or `cuda` / `cuda:N` in builds with the `cuda` feature.
     #[arg(long, env = "GAR_DEVICE", default_value = "cpu")]
     pub device: String,
-    /// Weight-only quantization of the language model's linears, done at load: `none` (reference-exact),
-    /// `q8` (Q8_0, ~8.5 bits/weight) or `q4` (Q4_K, ~4.5 bits/weight; LM head kept at Q8_0). Faster decode,
+    /// Quantization of the language model's linears, done at load: `none` (reference-exact), `q8` (Q8_0,
+    /// ~8.5 bits/weight; on an AVX2 CPU the activations are rounded to 8 bits too, so prefill runs as an
+    /// int8 product) or `q4` (Q4_K, ~4.5 bits/weight; LM head kept at Q8_0). Faster prefill and decode,
     /// smaller memory, not token-exact (see docs/performance.md for measured agreement).
     #[arg(long, env = "GAR_QUANT", default_value = "none")]
     pub quant: String,
     /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; elsewhere a no-op):
     /// faster image encoding, not reference-exact (see docs/performance.md for the measured feature cosine).
-    #[arg(long)]
+    /// Env `GAR_VISION_INT8`: anything but empty, 0, false, no or off turns it on.
+    #[arg(long, env = "GAR_VISION_INT8", value_parser = clap::builder::FalseyValueParser::new())]
     pub vision_int8: bool,
 }
 

@@ -30,9 +30,10 @@ pub struct Linear {
     quantized: Option<Arc<Quantized>>,
 }
 
-/// A block-quantized weight. Q8_0 on an AVX2 CPU uses our own kernel ([`q8`]); every other format or
-/// device keeps candle's: its kernel wrapper for few rows (decode) and the tensor itself, dequantized per call
-/// for many rows (prefill, see [`DEQUANTIZE_ROWS`]).
+/// A block-quantized weight. Q8_0 on an AVX2 CPU uses our own kernels: [`w8a8`] (8-bit activations too, any
+/// number of rows) where the shape fits its 16-column panels, else [`q8`] for few rows and a dequantized
+/// GEMM for many. Every other format or device keeps candle's: its kernel wrapper for few rows (decode) and
+/// the tensor itself, dequantized per call for many rows (prefill, see [`DEQUANTIZE_ROWS`]).
 #[derive(Debug)]
 enum Quantized {
     Q8(q8::Q8Matrix),
@@ -97,6 +98,9 @@ impl Linear {
             return Ok(None);
         };
         let out_dim = self.weight.dim(0)?;
+        if format == GgmlDType::Q8_0 && self.quantize_w8a8()? {
+            return Ok(Some(format));
+        }
         let quantized =
             if format == GgmlDType::Q8_0 && self.weight.device().is_cpu() && q8::kernel_available()
             {

@@ -1,6 +1,8 @@
-//! Weight-only quantization of linear layers at load time (llama.cpp block formats through candle's
-//! `quantized` module). Activations stay in the compute dtype; only the stored weights shrink, which is what
-//! bounds CPU decode (every weight byte is read once per token).
+//! Quantization of linear layers at load time (llama.cpp block formats). Smaller weights are what bounds CPU
+//! decode (every weight byte is read once per token). `q8` on an AVX2 CPU runs through [`super::w8a8`]:
+//! the activations are rounded to Q8_0 blocks as well, for decode (as llama.cpp and candle's Q8_0 kernels
+//! do) and for prefill, whose product then runs on 8-bit integers. Elsewhere the activations stay in the
+//! compute dtype: candle's kernels for few rows, a dequantized weight through the GEMM for many.
 //!
 //! Formats: `q8` = Q8_0 (blocks of 32, one f16 scale, int8 values: ~8.5 bits/weight), `q4` = Q4_K (super-blocks
 //! of 256 with 6-bit sub-block scales: ~4.5 bits/weight). A layer whose input width is not a multiple of the

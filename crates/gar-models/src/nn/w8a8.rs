@@ -1,21 +1,24 @@
-//! An 8-bit × 8-bit GEMM for many rows (a vision tile's 1,025 tokens), AVX2, with weights and activations
-//! both quantized per block of 32 inputs.
+//! An 8-bit × 8-bit product for any number of rows, AVX2, with weights and activations both quantized per
+//! block of 32 inputs: the vision tower's linears under `--vision-int8` (a tile's 1,025 tokens) and the
+//! decoder's under `--quant q8` (prefill and decode from the one copy of the weights).
 //!
-//! Why: on this project's AVX2-only CPU (Zen 3, no VNNI) `vpmaddubsw` + `vpmaddwd` still issue two per
-//! cycle, so an int8 multiply-add stream does about twice the work per cycle of an f32 FMA stream; the f32
-//! GEMM was 67 % of a GAR-1B vision tile after the round-6 fixes (docs/performance.md). The [`super::q8`]
-//! kernel cannot be reused for this: its quad layout folds each block's sums horizontally, which is cheap for
-//! one row (decode) and dominates for a thousand.
+//! Why: the f32 GEMM was 67 % of a GAR-1B vision tile after round 6 (docs/performance.md), and on this
+//! project's AVX2-only CPU (Zen 3, no VNNI) `vpmaddwd` issues two per cycle, 16 multiply-adds each: twice the
+//! multiply-adds per cycle of the f32 FMA stream. The [`super::q8`] kernel cannot serve many rows: its quad
+//! layout folds each block's sums horizontally, cheap for one row and dominant for a thousand.
 //!
-//! Layout: output columns in panels of 16; for each panel and 32-input block, eight groups of 4 inputs ×
-//! 16 columns (one group is two AVX2 vectors: column-major bytes, 4 consecutive inputs per column), then
-//! the 16 columns' f32 scales. A tile of up to 4 input rows broadcasts 4 bytes of a row against a group,
-//! so each i32 lane accumulates one (row, column) product over the block; a block ends with one convert
-//! and one FMA per (row, 8 columns) with the scale `d_row · d_column`.
+//! Layout: output columns in panels of 16; for each panel and 32-input block, sixteen groups of 2 inputs ×
+//! 16 columns (32 bytes: columns 0–7 then 8–15, each column's 2 inputs side by side), then the 16 columns'
+//! f32 scales. The kernel widens 16 bytes to 16-bit lanes (`vpmovsxbw`) and multiplies them with a row's
+//! broadcast input pair, so each i32 lane of `vpmaddwd` sums one (row, column) product; a tile of up to
+//! 6 rows shares every weight load, and a block ends with one convert and one FMA per (row, 8 columns)
+//! with the scale `d_row · d_column`. (The round-6 form multiplied bytes with `vpmaddubsw`, which needs
+//! the weights' signs moved onto the activations first: two more instructions per product vector, and
+//! 10–15 % slower in an interleaved kernel benchmark.)
 //!
 //! Numerics: llama.cpp's Q8_0 rounding for both operands (`d = max|x| / 127`, `q = round(x / d)`) with the
-//! weight scales kept in f32; the integer sums are exact (|w| ≤ 127 and the signs moved onto the
-//! activation keep `vpmaddubsw`'s pair sums below i16 saturation).
+//! weight scales kept in f32; the integer sums are exact (a pair of products is at most 2 · 127², far inside
+//! i32).
 
 use rayon::prelude::*;
 
@@ -25,16 +28,17 @@ use crate::nn::q8::quantize_block;
 pub const BLOCK: usize = 32;
 /// Output columns per panel (two AVX2 vectors of i32 lanes).
 pub const PANEL: usize = 16;
-/// Inputs whose products one i32 lane sums per `vpmaddubsw` + `vpmaddwd`.
-const GROUP: usize = 4;
+/// Inputs whose products one i32 lane sums per `vpmaddwd`.
+const GROUP: usize = 2;
 /// Bytes of one panel's weights for one block.
 const PANEL_BLOCK_BYTES: usize = BLOCK * PANEL;
-/// Input rows per register tile (8 i32 accumulators + 4 weight vectors + broadcast + ones).
-const TILE_ROWS: usize = 4;
+/// Input rows per register tile (12 i32 accumulators + 2 weight vectors + broadcast + product).
+const TILE_ROWS: usize = 6;
 /// Activation blocks from which their quantization is spread over the thread pool.
 const PARALLEL_BLOCKS: usize = 4096;
-/// Input rows per pass over a task's panels: 64 quantized rows of a 4096-wide input are 256 KiB, an L2.
-const ROW_CHUNK: usize = 64;
+/// Bytes of quantized input rows per pass over a task's panels: with a panel's weights (≤ 256 KiB for the
+/// decoder's 8192-wide input) they stay in a 512 KiB L2.
+const ROW_CHUNK_BYTES: usize = 192 << 10;
 
 /// A `(out, in)` weight matrix in the panel layout above.
 pub struct W8Matrix {
@@ -55,9 +59,10 @@ pub fn available() -> bool {
     crate::nn::single_query::avx2_available()
 }
 
-/// Where input `i` of a block sits, for panel column `col`, in the panel's block bytes.
+/// Where input `i` of a block sits, for panel column `col`, in the panel's block bytes: per group of 2 inputs,
+/// 16 bytes for columns 0–7 then 16 for columns 8–15, each column's 2 inputs side by side.
 fn slot(i: usize, col: usize) -> usize {
-    (i / GROUP) * PANEL * GROUP + col * GROUP + i % GROUP
+    (i / GROUP) * PANEL * GROUP + (col / 8) * 8 * GROUP + (col % 8) * GROUP + i % GROUP
 }
 
 impl W8Matrix {
@@ -125,9 +130,16 @@ impl W8Matrix {
         assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
         assert!(available(), "W8Matrix::matmul needs AVX2 and FMA");
         let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
-        let mut xq = vec![0i8; m * inp];
+        // The kernel multiplies 16-bit lanes, so the 8-bit activation values are stored widened.
+        let mut xq = vec![0i16; m * inp];
         let mut xd = vec![0f32; m * nb];
-        let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i8]))| *d = quantize_block(x, q);
+        let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i16]))| {
+            let mut block = [0i8; BLOCK];
+            *d = quantize_block(x, &mut block);
+            for (q, &b) in q.iter_mut().zip(&block) {
+                *q = b.into();
+            }
+        };
         // A few rows are not worth a hand-off to the pool.
         if m * nb >= PARALLEL_BLOCKS {
             xd.par_iter_mut()
@@ -143,6 +155,7 @@ impl W8Matrix {
                 .for_each(quantize);
         }
         let mut y = vec![0f32; m * out];
+        let row_chunk = (ROW_CHUNK_BYTES / (2 * inp)).div_ceil(TILE_ROWS).max(1) * TILE_ROWS;
         let y_addr = y.as_mut_ptr() as usize;
         let panels = out / PANEL;
         let per_task = panels
@@ -152,8 +165,8 @@ impl W8Matrix {
             .into_par_iter()
             .for_each(|task| {
                 let y = y_addr as *mut f32;
-                for i0 in (0..m).step_by(ROW_CHUNK) {
-                    let i1 = (i0 + ROW_CHUNK).min(m);
+                for i0 in (0..m).step_by(row_chunk) {
+                    let i1 = (i0 + row_chunk).min(m);
                     for p in task * per_task..((task + 1) * per_task).min(panels) {
                         let w = &self.qs[p * nb * PANEL_BLOCK_BYTES..][..nb * PANEL_BLOCK_BYTES];
                         let wd = &self.d[p * nb * PANEL..][..nb * PANEL];
@@ -190,17 +203,17 @@ mod kernel {
     use super::{BLOCK, GROUP, PANEL, PANEL_BLOCK_BYTES};
     use std::arch::x86_64::*;
 
-    /// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 4`.
+    /// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 6`.
     ///
     /// # Safety
-    /// AVX2 and FMA available; `a` holds `rows` rows of `nb · 32` bytes `lda` apart, `ad` `rows` rows of
+    /// AVX2 and FMA available; `a` holds `rows` rows of `nb · 32` values `lda` apart, `ad` `rows` rows of
     /// `nb` scales `ldad` apart, `w` `nb` panel blocks and `wd` `nb · 16` scales, `c` `rows` rows of 16
     /// writable floats `ldc` apart.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile(
         rows: usize,
         nb: usize,
-        a: *const i8,
+        a: *const i16,
         lda: usize,
         ad: *const f32,
         ldad: usize,
@@ -215,6 +228,8 @@ mod kernel {
             };
         }
         match rows {
+            6 => go!(6),
+            5 => go!(5),
             4 => go!(4),
             3 => go!(3),
             2 => go!(2),
@@ -227,7 +242,7 @@ mod kernel {
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_r<const R: usize>(
         nb: usize,
-        a: *const i8,
+        a: *const i16,
         lda: usize,
         ad: *const f32,
         ldad: usize,
@@ -236,34 +251,29 @@ mod kernel {
         c: *mut f32,
         ldc: usize,
     ) {
-        let ones = _mm256_set1_epi16(1);
-        // The float accumulators live in `c` (they change once per block); the i32 sums in registers.
-        for r in 0..R {
-            unsafe {
-                _mm256_storeu_ps(c.add(r * ldc), _mm256_setzero_ps());
-                _mm256_storeu_ps(c.add(r * ldc + 8), _mm256_setzero_ps());
-            }
-        }
+        // Float sums per (row, 8 columns), updated once per block; the i32 sums of a block in registers.
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for b in 0..nb {
             let mut s = [[_mm256_setzero_si256(); 2]; R];
             let wb = unsafe { w.add(b * PANEL_BLOCK_BYTES) };
             for g in 0..BLOCK / GROUP {
-                let w0 = unsafe { _mm256_loadu_si256(wb.add(g * PANEL * GROUP) as *const __m256i) };
-                let w1 =
-                    unsafe { _mm256_loadu_si256(wb.add(g * PANEL * GROUP + 32) as *const __m256i) };
-                // |w| as the unsigned operand, the signs of w moved onto x.
-                let (u0, u1) = (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(w1, w1));
+                // 2 inputs × 8 columns per vector, widened to 16 bits.
+                let (w0, w1) = unsafe {
+                    let at = wb.add(g * PANEL * GROUP);
+                    (
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(at as *const __m128i)),
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(at.add(16) as *const __m128i)),
+                    )
+                };
                 for (r, s) in s.iter_mut().enumerate() {
-                    let x4 = unsafe {
+                    let x2 = unsafe {
                         std::ptr::read_unaligned(
                             a.add(r * lda + b * BLOCK + g * GROUP) as *const i32
                         )
                     };
-                    let x = _mm256_set1_epi32(x4);
-                    let p0 = _mm256_maddubs_epi16(u0, _mm256_sign_epi8(x, w0));
-                    let p1 = _mm256_maddubs_epi16(u1, _mm256_sign_epi8(x, w1));
-                    s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(p0, ones));
-                    s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(p1, ones));
+                    let x = _mm256_set1_epi32(x2);
+                    s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(w0, x));
+                    s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(w1, x));
                 }
             }
             let (d0, d1) = unsafe {
@@ -272,24 +282,16 @@ mod kernel {
                     _mm256_loadu_ps(wd.add(b * PANEL + 8)),
                 )
             };
-            for (r, s) in s.iter().enumerate() {
+            for ((acc, s), r) in acc.iter_mut().zip(&s).zip(0..) {
                 let dx = _mm256_set1_ps(unsafe { *ad.add(r * ldad + b) });
-                unsafe {
-                    let c0 = c.add(r * ldc);
-                    let c1 = c0.add(8);
-                    let v0 = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(s[0]),
-                        _mm256_mul_ps(dx, d0),
-                        _mm256_loadu_ps(c0),
-                    );
-                    let v1 = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(s[1]),
-                        _mm256_mul_ps(dx, d1),
-                        _mm256_loadu_ps(c1),
-                    );
-                    _mm256_storeu_ps(c0, v0);
-                    _mm256_storeu_ps(c1, v1);
-                }
+                acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[0]), _mm256_mul_ps(dx, d0), acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[1]), _mm256_mul_ps(dx, d1), acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            unsafe {
+                _mm256_storeu_ps(c.add(r * ldc), acc[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), acc[1]);
             }
         }
     }
@@ -378,8 +380,17 @@ mod tests {
         if !available() {
             return;
         }
-        // Row counts with every tile tail and more than one row chunk.
-        for (m, out, inp) in [(1, 16, 32), (7, 48, 96), (130, 32, 256)] {
+        // Row counts with every tile tail (1–5 rows after whole 6-row tiles) and, at a 4096-wide input
+        // (24-row chunks), more than one row chunk.
+        for (m, out, inp) in [
+            (1, 16, 32),
+            (5, 48, 96),
+            (7, 16, 64),
+            (8, 16, 64),
+            (9, 16, 32),
+            (130, 32, 256),
+            (100, 32, 4096),
+        ] {
             let w = random(out * inp, 2);
             let x = random(m * inp, 3);
             let q = W8Matrix::quantize(&w, out, inp).unwrap();

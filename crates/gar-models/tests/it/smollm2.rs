@@ -199,7 +199,7 @@ fn smollm2_greedy_tokens_match_transformers() -> Result<()> {
     Ok(())
 }
 
-/// Weight-only quantization on real weights: prefill-logit cosine against transformers' f32 logits asserted
+/// Quantization on real weights (q8 on an AVX2 CPU: 8-bit activations too): prefill-logit cosine against transformers' f32 logits asserted
 /// with a conservative bound per format, greedy-token agreement reported (it is not token-exact by design).
 #[test]
 fn smollm2_quantized_logits_stay_close() -> Result<()> {
