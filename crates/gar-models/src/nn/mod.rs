@@ -268,8 +268,17 @@ mod tests {
 
     #[test]
     fn quantized_linear_tracks_dense() -> Result<()> {
-        let w = seeded(&[96, 512], 1)?;
-        let b = seeded(&[96], 2)?;
+        // 96 outputs take the panel kernel (w8a8) for Q8_0 on an AVX2 CPU, 40 the decode kernel (q8) with a
+        // dequantized GEMM for many rows.
+        for out in [96, 40] {
+            quantized_linear_tracks_dense_at(out)?;
+        }
+        Ok(())
+    }
+
+    fn quantized_linear_tracks_dense_at(out: usize) -> Result<()> {
+        let w = seeded(&[out, 512], 1)?;
+        let b = seeded(&[out], 2)?;
         let x = seeded(&[2, 3, 512], 3)?;
         let dense = Linear::from_weight(w.clone(), Some(b.clone()));
         let want = dense.forward(&x)?;
@@ -282,7 +291,7 @@ mod tests {
             let (a, b2) = (qd.forward(&many)?, qd.forward(&many.narrow(0, 0, 2)?)?);
             assert!(
                 rel_err(&a.narrow(0, 0, 2)?, &b2)? < 0.01,
-                "{format:?}: paths disagree"
+                "{format:?}, {out} outputs: paths disagree"
             );
             let mut q = dense.clone();
             assert_eq!(q.quantize(&[format])?, Some(format));
@@ -290,7 +299,10 @@ mod tests {
             let got = q.forward(&x)?;
             assert_eq!(got.dims(), want.dims());
             let e = rel_err(&got, &want)?;
-            assert!(e < tol && e > 0.0, "{format:?}: relative error {e}");
+            assert!(
+                e < tol && e > 0.0,
+                "{format:?}, {out} outputs: relative error {e}"
+            );
             // bf16 activations (and bias, as a bf16 model holds it) go through the same kernels.
             let mut q16 =
                 Linear::from_weight(w.to_dtype(DType::BF16)?, Some(b.to_dtype(DType::BF16)?));

@@ -65,6 +65,22 @@ fn slot(i: usize, col: usize) -> usize {
     (i / GROUP) * PANEL * GROUP + (col / 8) * 8 * GROUP + (col % 8) * GROUP + i % GROUP
 }
 
+/// Q8_0's rounding of one block ([`quantize_block`]) with the values widened to i16, through the vectorised
+/// form where the CPU has it.
+fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
+    assert_eq!(x.len(), BLOCK, "one block");
+    if available() {
+        // SAFETY: AVX2/FMA checked; `x` and `q` hold one block each.
+        return unsafe { kernel::quantize_block_i16(x.as_ptr(), q.as_mut_ptr()) };
+    }
+    let mut block = [0i8; BLOCK];
+    let d = quantize_block(x, &mut block);
+    for (q, &b) in q.iter_mut().zip(&block) {
+        *q = b.into();
+    }
+    d
+}
+
 impl W8Matrix {
     /// Quantizes a row-major `(out, in)` f32 matrix; needs `out % 16 == 0` and `in % 32 == 0`.
     pub fn quantize(w: &[f32], out: usize, inp: usize) -> Result<Self, String> {
@@ -83,12 +99,13 @@ impl W8Matrix {
             .for_each(|(p, (qs, d))| {
                 for col in 0..PANEL {
                     let row = &w[(p * PANEL + col) * inp..][..inp];
-                    let mut block = [0i8; BLOCK];
+                    let mut block = [0i16; BLOCK];
                     for (b, x) in row.chunks_exact(BLOCK).enumerate() {
-                        d[b * PANEL + col] = quantize_block(x, &mut block);
+                        d[b * PANEL + col] = quantize_block_wide(x, &mut block);
                         let qs = &mut qs[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
                         for (i, &q) in block.iter().enumerate() {
-                            qs[slot(i, col)] = q;
+                            // |q| ≤ 127 by construction.
+                            qs[slot(i, col)] = q as i8;
                         }
                     }
                 }
@@ -134,11 +151,7 @@ impl W8Matrix {
         let mut xq = vec![0i16; m * inp];
         let mut xd = vec![0f32; m * nb];
         let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i16]))| {
-            let mut block = [0i8; BLOCK];
-            *d = quantize_block(x, &mut block);
-            for (q, &b) in q.iter_mut().zip(&block) {
-                *q = b.into();
-            }
+            *d = quantize_block_wide(x, q.try_into().expect("chunks of one block"));
         };
         // A few rows are not worth a hand-off to the pool.
         if m * nb >= PARALLEL_BLOCKS {
@@ -202,6 +215,44 @@ impl W8Matrix {
 mod kernel {
     use super::{BLOCK, GROUP, PANEL, PANEL_BLOCK_BYTES};
     use std::arch::x86_64::*;
+
+    /// [`quantize_block`](crate::nn::q8::quantize_block) for one block of 32 activations, vectorised, with
+    /// the values written widened to i16; bit for bit the same result (the same max, the same `/ 127` and
+    /// `1 / d`, the same products, and `round`'s ties away from zero). The scalar form's `roundf` calls
+    /// were ≈ 10 % of a vision tile under `--vision-int8`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `x` holds 32 readable floats, `q` 32 writable values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_block_i16(x: *const f32, q: *mut i16) -> f32 {
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let v: [__m256; 4] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.add(8 * k)) });
+        let a: [__m256; 4] = std::array::from_fn(|k| _mm256_and_ps(v[k], abs_mask));
+        let mut m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+        m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0b01_00_11_10));
+        m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0b10_11_00_01));
+        let d = _mm256_cvtss_f32(m) / 127.0;
+        let inv = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let sign_mask = _mm256_set1_ps(-0.0);
+        let i: [__m256i; 4] = std::array::from_fn(|k| {
+            let y = _mm256_mul_ps(v[k], inv);
+            // Round half away from zero: truncate, then step away from zero where |y - t| ≥ ½ (exact:
+            // |y| ≤ 127 here, so the difference has no rounding).
+            let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let frac = _mm256_and_ps(_mm256_sub_ps(y, t), abs_mask);
+            let step = _mm256_or_ps(_mm256_and_ps(y, sign_mask), one);
+            let up = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), step);
+            _mm256_cvttps_epi32(_mm256_add_ps(t, up))
+        });
+        // packs interleaves the 128-bit halves; the permute puts the 8 + 8 values back in order.
+        for (k, pair) in i.chunks_exact(2).enumerate() {
+            let p = _mm256_permute4x64_epi64(_mm256_packs_epi32(pair[0], pair[1]), 0b11_01_10_00);
+            unsafe { _mm256_storeu_si256(q.add(16 * k) as *mut __m256i, p) };
+        }
+        d
+    }
 
     /// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 6`.
     ///
@@ -299,6 +350,10 @@ mod kernel {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
+    pub unsafe fn quantize_block_i16(_: *const f32, _: *mut i16) -> f32 {
+        unreachable!("W8Matrix::matmul checks for AVX2 first")
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile(
         _: usize,
@@ -373,6 +428,33 @@ mod tests {
             }
         }
         assert!(W8Matrix::quantize(&w, 24, 64 + 40).is_err());
+    }
+
+    #[test]
+    fn vectorised_block_quantization_is_the_scalar_one() {
+        if !available() {
+            return;
+        }
+        // Random blocks, an all-zero block, and exact halves (max 127 gives d = 1: 2.5 → 3, -3.5 → -4).
+        let mut blocks: Vec<Vec<f32>> = (0..64).map(|s| random(BLOCK, 100 + s)).collect();
+        blocks.push(vec![0.0; BLOCK]);
+        blocks.push(
+            (0..BLOCK)
+                .map(|i| [127.0, 2.5, -3.5, 0.5, -0.5, 126.5][i % 6])
+                .collect(),
+        );
+        for x in &blocks {
+            let mut want = [0i8; BLOCK];
+            let dw = quantize_block(x, &mut want);
+            let mut got = [0i16; BLOCK];
+            // SAFETY: AVX2 checked above; both buffers hold one block.
+            let dg = unsafe { kernel::quantize_block_i16(x.as_ptr(), got.as_mut_ptr()) };
+            assert_eq!(dg.to_bits(), dw.to_bits());
+            assert!(
+                got.iter().zip(&want).all(|(&g, &w)| g == i16::from(w)),
+                "{x:?}"
+            );
+        }
     }
 
     #[test]
