@@ -36,7 +36,7 @@ const PANEL_BLOCK_BYTES: usize = BLOCK * PANEL;
 const TILE_ROWS: usize = 6;
 /// Activation blocks from which their quantization is spread over the thread pool.
 const PARALLEL_BLOCKS: usize = 4096;
-/// Bytes of quantized input rows per pass over a task's panels: with a panel's weights (≤ 256 KiB for the
+/// Bytes of quantized input rows per pass over a task's panels: with a panel's weights (≤ 128 KiB for the
 /// decoder's 8192-wide input) they stay in a 512 KiB L2.
 const ROW_CHUNK_BYTES: usize = 192 << 10;
 
