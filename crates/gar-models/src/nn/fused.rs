@@ -114,6 +114,77 @@ fn unfused_scaled_masked_softmax(
     }
 }
 
+/// `x + a · g` for `x`, `a`: `(…, d)` and `g`: `(d)` (the vision block's LayerScale residual; `g` absent:
+/// `x + a`), one pass on the CPU fast path with candle's two roundings (`a · g`, then the sum).
+pub fn add_scaled(x: &Tensor, a: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
+    let d = *x.dims().last().unwrap_or(&0);
+    let g_ok = g.is_none_or(|g| g.dims() == [d] && g.dtype() == DType::F32 && !g.track_op());
+    if !(fast_path(x) && fast_path(a) && x.dims() == a.dims() && g_ok && d > 0) {
+        return match g {
+            Some(g) => x + a.broadcast_mul(g)?,
+            None => x + a,
+        };
+    }
+    let gv: Option<Vec<f32>> = g.map(|g| g.to_vec1()).transpose()?;
+    let (xs, xl) = x.storage_and_layout();
+    let (as_, al) = a.storage_and_layout();
+    let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(as_)) = (&*xs, &*as_) else {
+        candle_core::bail!("add_scaled: expected CPU storage");
+    };
+    let (xv, av) = (
+        contiguous_f32(xs, xl, "add_scaled")?,
+        contiguous_f32(as_, al, "add_scaled")?,
+    );
+    let mut out = vec![0f32; xv.len()];
+    let chunk = chunk_len(xv.len()).next_multiple_of(d);
+    out.par_chunks_mut(chunk)
+        .zip(xv.par_chunks(chunk).zip(av.par_chunks(chunk)))
+        .for_each(|(o, (x, a))| match &gv {
+            Some(g) => {
+                for ((o, x), a) in o.chunks_mut(d).zip(x.chunks(d)).zip(a.chunks(d)) {
+                    for (((o, &x), &a), &g) in o.iter_mut().zip(x).zip(a).zip(g) {
+                        *o = x + a * g;
+                    }
+                }
+            }
+            None => {
+                for ((o, &x), &a) in o.iter_mut().zip(x).zip(a) {
+                    *o = x + a;
+                }
+            }
+        });
+    Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// `nn.LayerNorm` over the last axis of an f32 CPU tensor in one pass per row, rows spread over the thread
+/// pool: `((x − mean) · rstd) · w + b` with `rstd = 1 / √(var + eps)`, the composed ops' formula and rounding
+/// points (only the order of the row sums differs). `None` off the fast path (the caller composes ops).
+pub fn layer_norm(x: &Tensor, w: &[f32], b: &[f32], eps: f64) -> Result<Option<Tensor>> {
+    let d = *x.dims().last().unwrap_or(&0);
+    if !fast_path(x) || d == 0 || w.len() != d || b.len() != d {
+        return Ok(None);
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(xs) = &*xs else {
+        return Ok(None);
+    };
+    let xv = contiguous_f32(xs, xl, "layer_norm")?;
+    let mut out = vec![0f32; xv.len()];
+    let eps = eps as f32;
+    out.par_chunks_mut(d)
+        .zip(xv.par_chunks(d))
+        .with_min_len(16)
+        .for_each(|(o, x)| {
+            let mean = x.iter().sum::<f32>() / d as f32;
+            let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                *o = (x - mean) * rstd * w + b;
+            }
+        });
+    Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
+}
+
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: expected f32 storage");
@@ -248,6 +319,10 @@ mod tests {
         Ok(())
     }
 
+    fn small_probe(dev: &Device) -> Result<Tensor> {
+        Tensor::randn(0f32, 1., (3, 7), dev)
+    }
+
     #[test]
     fn gelu_and_softmax_agree_with_candle() -> Result<()> {
         let dev = Device::Cpu;
@@ -289,6 +364,35 @@ mod tests {
             let sums: Vec<f32> = fused.sum(3)?.flatten_all()?.to_vec1()?;
             assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
         }
+        // LayerNorm and the scaled residual against the composed candle ops.
+        let (w, b) = (
+            Tensor::randn(0f32, 1., 300, &dev)?,
+            Tensor::randn(0f32, 1., 300, &dev)?,
+        );
+        let composed = {
+            let mean = x.mean_keepdim(3)?;
+            let c = x.broadcast_sub(&mean)?;
+            let rstd = (c.sqr()?.mean_keepdim(3)? + 1e-6)?.sqrt()?.recip()?;
+            c.broadcast_mul(&rstd)?
+                .broadcast_mul(&w)?
+                .broadcast_add(&b)?
+        };
+        let fused = layer_norm(&x, &w.to_vec1()?, &b.to_vec1()?, 1e-6)?.expect("fast path");
+        assert!(
+            max_abs_diff(&fused, &composed)? <= 2e-5,
+            "layer_norm differs"
+        );
+        assert!(layer_norm(&small_probe(&dev)?, &[0.0; 7], &[0.0; 7], 1e-6)?.is_none());
+        let a = Tensor::randn(0f32, 1., x.dims(), &dev)?;
+        let want = (&x + a.broadcast_mul(&w)?)?;
+        assert_eq!(max_abs_diff(&add_scaled(&x, &a, Some(&w))?, &want)?, 0.0);
+        assert_eq!(max_abs_diff(&add_scaled(&x, &a, None)?, &(&x + &a)?)?, 0.0);
+        let t = x.transpose(2, 3)?;
+        let at = a.transpose(2, 3)?;
+        assert_eq!(
+            max_abs_diff(&add_scaled(&t, &at, None)?, &(&t + &at)?)?,
+            0.0
+        );
         // Small and non-contiguous inputs take the candle ops.
         let small = Tensor::randn(0f32, 1., (3, 7), &dev)?;
         assert_eq!(gelu_erf(&small)?.dims(), &[3, 7]);

@@ -9,6 +9,8 @@ use candle_nn::VarBuilder;
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    /// The same weight and bias as host vectors, for the fused CPU pass (`nn::fused::layer_norm`).
+    host: Option<(Vec<f32>, Vec<f32>)>,
     eps: f64,
 }
 
@@ -16,12 +18,26 @@ impl LayerNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get(dim, "weight")?.to_dtype(DType::F32)?;
         let bias = vb.get(dim, "bias")?.to_dtype(DType::F32)?;
-        Ok(Self { weight, bias, eps })
+        // Trainable parameters (fine-tuning) must stay in the graph: only frozen CPU weights get the fused pass.
+        let host = (weight.device().is_cpu() && !weight.track_op() && !bias.track_op())
+            .then(|| Ok::<_, candle_core::Error>((weight.to_vec1()?, bias.to_vec1()?)))
+            .transpose()?;
+        Ok(Self {
+            weight,
+            bias,
+            host,
+            eps,
+        })
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some((w, b)) = &self.host {
+            if let Some(y) = crate::nn::fused::layer_norm(x, w, b, self.eps)? {
+                return Ok(y);
+            }
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;

@@ -67,8 +67,23 @@ pub fn kernel_available() -> bool {
     }
 }
 
-/// Quantizes one block of 32 values into `qs`, returning the scale `max|x| / 127` (0 for an all-zero block).
+/// Quantizes one block of 32 values into `qs`, returning the scale `max|x| / 127` (0 for an all-zero block);
+/// vectorised on AVX2 ([`crate::nn::w8a8`]'s rounding, bit for bit [`quantize_block_scalar`]'s).
 pub(crate) fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
+    if crate::nn::w8a8::available() {
+        let mut wide = [0i16; BLOCK];
+        let d = crate::nn::w8a8::quantize_block_wide(x, &mut wide);
+        for (q, w) in qs.iter_mut().zip(wide) {
+            // |w| ≤ 127 by construction.
+            *q = w as i8;
+        }
+        return d;
+    }
+    quantize_block_scalar(x, qs)
+}
+
+/// [`quantize_block`] in plain scalar code: llama.cpp's Q8_0 rule, `round(x / d)` with ties away from 0.
+pub(crate) fn quantize_block_scalar(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let inv = if d != 0.0 { 1.0 / d } else { 0.0 };

@@ -34,24 +34,39 @@ const P: [f32; 6] = [
 /// `exp(x − shift)` for every element of `row`, in place, returning the sum of the results (the softmax
 /// denominator). Elements at −∞ become 0.
 pub fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32 {
+    // `x · 1 − shift` is `x − shift` exactly, fused or not.
+    exp_affine_in_place(row, 1.0, shift)
+}
+
+/// `exp(x · scale − shift)` for every element of `row`, in place (the product and the subtraction fused, one
+/// rounding), returning the sum of the results: a softmax whose score scaling is folded into the exponent.
+pub fn exp_affine_in_place(row: &mut [f32], scale: f32, shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports the features the function is compiled for (checked just above).
-            return unsafe { avx2::exp_shifted_in_place(row, shift) };
+            return unsafe { avx2::exp_affine_in_place(row, scale, shift) };
         }
     }
-    exp_shifted_scalar(row, shift)
-}
-
-fn exp_shifted_scalar(row: &mut [f32], shift: f32) -> f32 {
     let mut sum = 0f32;
     for v in row.iter_mut() {
-        *v = (*v - shift).exp();
+        *v = v.mul_add(scale, -shift).exp();
         sum += *v;
     }
     sum
+}
+
+/// The largest element of `row` (−∞ for an empty row); NaNs are skipped.
+pub fn max_of(row: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked just above.
+            return unsafe { avx2::max_of(row) };
+        }
+    }
+    row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
 /// The scalar form of the vector kernel (same constants, same order of operations), for the tail of a row.
@@ -133,13 +148,13 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32 {
+    pub unsafe fn exp_affine_in_place(row: &mut [f32], scale: f32, shift: f32) -> f32 {
         let n8 = row.len() / 8 * 8;
         let (head, tail) = row.split_at_mut(n8);
-        let shift_v = _mm256_set1_ps(shift);
+        let (scale_v, neg_shift) = (_mm256_set1_ps(scale), _mm256_set1_ps(-shift));
         let mut acc = _mm256_setzero_ps();
         for chunk in head.chunks_exact_mut(8) {
-            let x = _mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), shift_v);
+            let x = _mm256_fmadd_ps(_mm256_loadu_ps(chunk.as_ptr()), scale_v, neg_shift);
             let e = exp8(x);
             acc = _mm256_add_ps(acc, e);
             _mm256_storeu_ps(chunk.as_mut_ptr(), e);
@@ -148,10 +163,26 @@ mod avx2 {
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
         let mut sum: f32 = lanes.iter().sum();
         for v in tail {
-            *v = exp_cephes(*v - shift);
+            *v = exp_cephes(v.mul_add(scale, -shift));
             sum += *v;
         }
         sum
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_of(row: &[f32]) -> f32 {
+        let n8 = row.len() / 8 * 8;
+        // `vmaxps` returns its second operand when either is NaN, so a NaN lane never replaces a number.
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for chunk in row[..n8].chunks_exact(8) {
+            m = _mm256_max_ps(_mm256_loadu_ps(chunk.as_ptr()), m);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+        lanes
+            .iter()
+            .chain(&row[n8..])
+            .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -306,6 +337,24 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, &v)| v == if i == 3 { 1.0 } else { 0.0 }));
+    }
+
+    #[test]
+    fn affine_form_folds_the_scale_in_and_max_skips_nan() {
+        let mut row: Vec<f32> = (0..21).map(|i| i as f32 * 0.7 - 3.0).collect();
+        let want: Vec<f32> = row.iter().map(|&x| x.mul_add(0.125, -1.5).exp()).collect();
+        let sum = exp_affine_in_place(&mut row, 0.125, 1.5);
+        for (g, w) in row.iter().zip(&want) {
+            assert!(ulp_distance(*g, *w) <= 2, "{g} vs {w}");
+        }
+        assert!((sum - want.iter().sum::<f32>()).abs() <= 1e-5 * sum);
+        let mut xs: Vec<f32> = (0..19).map(|i| (i as f32 * 1.3).sin()).collect();
+        let want = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        assert_eq!(max_of(&xs), want);
+        xs[4] = f32::NAN;
+        xs[17] = 7.0;
+        assert_eq!(max_of(&xs), 7.0);
+        assert_eq!(max_of(&[]), f32::NEG_INFINITY);
     }
 
     #[test]

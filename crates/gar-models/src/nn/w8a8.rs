@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::nn::q8::quantize_block;
+use crate::nn::q8::quantize_block_scalar;
 
 /// Inputs per quantization block.
 pub const BLOCK: usize = 32;
@@ -65,20 +65,42 @@ fn slot(i: usize, col: usize) -> usize {
     (i / GROUP) * PANEL * GROUP + (col / 8) * 8 * GROUP + (col % 8) * GROUP + i % GROUP
 }
 
-/// Q8_0's rounding of one block ([`quantize_block`]) with the values widened to i16, through the vectorised
+/// Q8_0's rounding of one block ([`quantize_block_scalar`]) with the values widened to i16, through the vectorised
 /// form where the CPU has it.
-fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
+pub(crate) fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
     assert_eq!(x.len(), BLOCK, "one block");
     if available() {
         // SAFETY: AVX2/FMA checked; `x` and `q` hold one block each.
         return unsafe { kernel::quantize_block_i16(x.as_ptr(), q.as_mut_ptr()) };
     }
     let mut block = [0i8; BLOCK];
-    let d = quantize_block(x, &mut block);
+    let d = quantize_block_scalar(x, &mut block);
     for (q, &b) in q.iter_mut().zip(&block) {
         *q = b.into();
     }
     d
+}
+
+/// Q8_0 rounding of row-major activations per block of 32 (`x.len()` a multiple of 32): `q` receives the
+/// values widened to i16 (the kernel multiplies 16-bit lanes), `d` one scale per block; both are resized.
+pub fn quantize_rows(x: &[f32], q: &mut Vec<i16>, d: &mut Vec<f32>) {
+    assert!(x.len().is_multiple_of(BLOCK), "whole blocks");
+    q.resize(x.len(), 0);
+    d.resize(x.len() / BLOCK, 0.0);
+    let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i16]))| {
+        *d = quantize_block_wide(x, q.try_into().expect("chunks of one block"));
+    };
+    // A few rows are not worth a hand-off to the pool.
+    if d.len() >= PARALLEL_BLOCKS {
+        d.par_iter_mut()
+            .zip(x.par_chunks_exact(BLOCK).zip(q.par_chunks_exact_mut(BLOCK)))
+            .with_min_len(PARALLEL_BLOCKS / 4)
+            .for_each(quantize);
+    } else {
+        d.iter_mut()
+            .zip(x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)))
+            .for_each(quantize);
+    }
 }
 
 impl W8Matrix {
@@ -147,26 +169,8 @@ impl W8Matrix {
         assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
         assert!(available(), "W8Matrix::matmul needs AVX2 and FMA");
         let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
-        // The kernel multiplies 16-bit lanes, so the 8-bit activation values are stored widened.
-        let mut xq = vec![0i16; m * inp];
-        let mut xd = vec![0f32; m * nb];
-        let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i16]))| {
-            *d = quantize_block_wide(x, q.try_into().expect("chunks of one block"));
-        };
-        // A few rows are not worth a hand-off to the pool.
-        if m * nb >= PARALLEL_BLOCKS {
-            xd.par_iter_mut()
-                .zip(
-                    x.par_chunks_exact(BLOCK)
-                        .zip(xq.par_chunks_exact_mut(BLOCK)),
-                )
-                .with_min_len(PARALLEL_BLOCKS / 4)
-                .for_each(quantize);
-        } else {
-            xd.iter_mut()
-                .zip(x.chunks_exact(BLOCK).zip(xq.chunks_exact_mut(BLOCK)))
-                .for_each(quantize);
-        }
+        let (mut xq, mut xd) = (Vec::new(), Vec::new());
+        quantize_rows(x, &mut xq, &mut xd);
         let mut y = vec![0f32; m * out];
         let row_chunk = (ROW_CHUNK_BYTES / (2 * inp)).div_ceil(TILE_ROWS).max(1) * TILE_ROWS;
         let y_addr = y.as_mut_ptr() as usize;
@@ -374,6 +378,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::q8::quantize_block;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         use rand::{Rng, SeedableRng};
@@ -445,7 +450,7 @@ mod tests {
         );
         for x in &blocks {
             let mut want = [0i8; BLOCK];
-            let dw = quantize_block(x, &mut want);
+            let dw = quantize_block_scalar(x, &mut want);
             let mut got = [0i16; BLOCK];
             // SAFETY: AVX2 checked above; both buffers hold one block.
             let dg = unsafe { kernel::quantize_block_i16(x.as_ptr(), got.as_mut_ptr()) };

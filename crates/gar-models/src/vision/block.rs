@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::VisionConfig;
 use crate::nn::attention::attention;
-use crate::nn::fused::gelu_erf;
+use crate::nn::fused::{add_scaled, gelu_erf};
 use crate::nn::norm::LayerNorm;
 use crate::nn::rope::VisionRope;
 use crate::nn::Linear;
@@ -139,17 +139,10 @@ impl Block {
 
     /// The residual stream after the attention half and after the whole block (for parity tests).
     pub fn forward_parts(&self, x: &Tensor, rope: &VisionRope) -> Result<(Tensor, Tensor)> {
-        let scaled = |y: Tensor, g: &Option<Tensor>| match g {
-            Some(g) => y.broadcast_mul(g),
-            None => Ok(y),
-        };
-        let a = scaled(
-            self.attn.forward(&self.norm1.forward(x)?, rope)?,
-            &self.gamma_1,
-        )?;
-        let x = (x + a)?;
-        let m = scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.gamma_2)?;
-        let out = (&x + m)?;
+        let a = self.attn.forward(&self.norm1.forward(x)?, rope)?;
+        let x = add_scaled(x, &a, self.gamma_1.as_ref())?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let out = add_scaled(&x, &m, self.gamma_2.as_ref())?;
         Ok((x, out))
     }
 }
