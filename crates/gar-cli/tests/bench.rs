@@ -14,9 +14,20 @@ fn args(extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// Runs `gar bench` on tiny-pe-l with `extra` flags, expects success, returns the JSON of its last line.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
+    let out = gar(&args(extra));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&out)
+}
+
 #[test]
 fn bench_json_has_positive_metrics() {
-    let out = gar(&args(&[
+    let v = bench_json(&[
         "--tiles",
         "2",
         "--prompt-tokens",
@@ -24,13 +35,7 @@ fn bench_json_has_positive_metrics() {
         "--new-tokens",
         "4",
         "--json",
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = last_json(&out);
+    ]);
     for key in [
         "vision_s_per_tile",
         "prefill_tokens_per_s",
@@ -56,20 +61,14 @@ fn bench_json_has_positive_metrics() {
 
 #[test]
 fn bench_reports_int8_vision_linears() {
-    let out = gar(&args(&[
+    let v = bench_json(&[
         "--tiles",
         "2",
         "--new-tokens",
         "2",
         "--vision-int8",
         "--json",
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = last_json(&out);
+    ]);
     let converted = v["vision_int8_linears"]
         .as_u64()
         .expect("vision_int8_linears");
@@ -86,7 +85,7 @@ fn bench_reports_int8_vision_linears() {
 
 #[test]
 fn bench_pads_the_prompt() {
-    let out = gar(&args(&[
+    let v = bench_json(&[
         "--tiles",
         "3",
         "--prompt-tokens",
@@ -94,13 +93,7 @@ fn bench_pads_the_prompt() {
         "--new-tokens",
         "2",
         "--json",
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = last_json(&out);
+    ]);
     assert_eq!(v["prompt_tokens"], 1500);
     assert!(v["filler_count"].as_u64().unwrap() > 0);
     assert_eq!(v["grid"], serde_json::json!([2, 1]));

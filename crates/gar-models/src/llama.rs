@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
 use crate::nn::attention::attention;
+use crate::nn::fused::silu_mul;
 use crate::nn::kv_cache::KvCache;
 use crate::nn::norm::RmsNorm;
 use crate::nn::quant::{Quant, QuantReport};
@@ -93,8 +94,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gated = silu_mul(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        self.down_proj.forward(&gated)
     }
 }
 

@@ -118,6 +118,27 @@ pub fn gelu_erf(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `silu(g) · u = g / (1 + exp(−g)) · u` element-wise into `out` (all three the same length): the Llama
+/// MLP's gate, with the vectorised `exp`.
+pub fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    assert!(
+        g.len() == u.len() && g.len() == out.len(),
+        "silu_mul: lengths differ"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for (checked just above).
+            unsafe { avx2::silu_mul(g, u, out) };
+            return;
+        }
+    }
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
 /// The scalar form of the vector kernel (same constants and order of operations).
 fn gelu_erf_scalar(x: f32) -> f32 {
     let z = x * FRAC_1_SQRT_2;
@@ -210,6 +231,28 @@ mod avx2 {
         }
         for (o, &v) in out[n8..].iter_mut().zip(&x[n8..]) {
             *o = gelu_erf_scalar(v);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+        let n8 = g.len() / 8 * 8;
+        let (sign_bit, one) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(1.0));
+        for ((gs, us), os) in g[..n8]
+            .chunks_exact(8)
+            .zip(u[..n8].chunks_exact(8))
+            .zip(out[..n8].chunks_exact_mut(8))
+        {
+            let gv = _mm256_loadu_ps(gs.as_ptr());
+            let e = exp8(_mm256_xor_ps(gv, sign_bit));
+            let s = _mm256_div_ps(gv, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(
+                os.as_mut_ptr(),
+                _mm256_mul_ps(s, _mm256_loadu_ps(us.as_ptr())),
+            );
+        }
+        for ((o, &g), &u) in out[n8..].iter_mut().zip(&g[n8..]).zip(&u[n8..]) {
+            *o = g / (1.0 + exp_cephes(-g)) * u;
         }
     }
 
