@@ -81,12 +81,12 @@ pub(crate) fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
     d
 }
 
-/// Q8_0 rounding of row-major activations per block of 32 (`x.len()` a multiple of 32): `q` receives the
-/// values widened to i16 (the kernel multiplies 16-bit lanes), `d` one scale per block; both are resized.
-pub fn quantize_rows(x: &[f32], q: &mut Vec<i16>, d: &mut Vec<f32>) {
+/// Q8_0 rounding of row-major activations per block of 32 (`x.len()` a multiple of 32): the values widened
+/// to i16 (the kernel multiplies 16-bit lanes) and one scale per block.
+fn quantize_rows(x: &[f32]) -> (Vec<i16>, Vec<f32>) {
     assert!(x.len().is_multiple_of(BLOCK), "whole blocks");
-    q.resize(x.len(), 0);
-    d.resize(x.len() / BLOCK, 0.0);
+    let mut q = vec![0i16; x.len()];
+    let mut d = vec![0f32; x.len() / BLOCK];
     let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [i16]))| {
         *d = quantize_block_wide(x, q.try_into().expect("chunks of one block"));
     };
@@ -101,6 +101,7 @@ pub fn quantize_rows(x: &[f32], q: &mut Vec<i16>, d: &mut Vec<f32>) {
             .zip(x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)))
             .for_each(quantize);
     }
+    (q, d)
 }
 
 impl W8Matrix {
@@ -169,8 +170,7 @@ impl W8Matrix {
         assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
         assert!(available(), "W8Matrix::matmul needs AVX2 and FMA");
         let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
-        let (mut xq, mut xd) = (Vec::new(), Vec::new());
-        quantize_rows(x, &mut xq, &mut xd);
+        let (xq, xd) = quantize_rows(x);
         // Not zeroed first: every value is stored exactly once by the tiles below (zeroing every linear's
         // output showed as `memset` in vision profiles).
         let mut y: Vec<f32> = Vec::with_capacity(m * out);
