@@ -1,0 +1,173 @@
+//! The AVX2 kernels: block quantization of activations (for both packings) and the [`Packing::Pairs`]
+//! product, where `vpmaddwd` multiplies a row's broadcast pair of 16-bit inputs with 8 columns' pairs of
+//! weights widened from bytes (`vpmovsxbw`); a tile of up to 6 rows shares every weight load.
+//!
+//! [`Packing::Pairs`]: super::Packing::Pairs
+
+use super::{BLOCK, PANEL, PANEL_BLOCK_BYTES};
+use std::arch::x86_64::*;
+
+/// Input rows per register tile (12 i32 accumulators + 2 weight vectors + broadcast + product).
+pub const TILE_ROWS: usize = 6;
+/// Inputs per `vpmaddwd` lane.
+const GROUP: usize = 2;
+
+/// Q8_0's rounding of one block, vectorised: the block's scale and its 32 integers as four vectors of
+/// eight i32. Bit for bit [`quantize_block_scalar`](crate::nn::q8::quantize_block_scalar): the same max,
+/// the same `/ 127` and `1 / d`, the same products, and `round`'s ties away from zero. (The scalar form's
+/// `roundf` calls were ≈ 10 % of a vision tile under `--vision-int8`.)
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn round_block(x: *const f32) -> (f32, [__m256i; 4]) {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let v: [__m256; 4] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.add(8 * k)) });
+    let a: [__m256; 4] = std::array::from_fn(|k| _mm256_and_ps(v[k], abs_mask));
+    let mut m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+    m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0b01_00_11_10));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0b10_11_00_01));
+    let d = _mm256_cvtss_f32(m) / 127.0;
+    let inv = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    let sign_mask = _mm256_set1_ps(-0.0);
+    let q = std::array::from_fn(|k| {
+        let y = _mm256_mul_ps(v[k], inv);
+        // Round half away from zero: truncate, then step away from zero where |y - t| ≥ ½ (exact: |y| ≤ 127
+        // here, so the difference has no rounding).
+        let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let frac = _mm256_and_ps(_mm256_sub_ps(y, t), abs_mask);
+        let step = _mm256_or_ps(_mm256_and_ps(y, sign_mask), one);
+        let up = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), step);
+        _mm256_cvttps_epi32(_mm256_add_ps(t, up))
+    });
+    (d, q)
+}
+
+/// One block of 32 activations rounded as Q8_0, the values written widened to i16 (the `Pairs` kernel's
+/// operand); returns the scale.
+///
+/// # Safety
+/// AVX2 and FMA available; `x` holds 32 readable floats, `q` 32 writable values.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_block_i16(x: *const f32, q: *mut i16) -> f32 {
+    let (d, i) = unsafe { round_block(x) };
+    // packs interleaves the 128-bit halves; the permute puts the 8 + 8 values back in order.
+    for (k, pair) in i.chunks_exact(2).enumerate() {
+        let p = _mm256_permute4x64_epi64(_mm256_packs_epi32(pair[0], pair[1]), 0b11_01_10_00);
+        unsafe { _mm256_storeu_si256(q.add(16 * k) as *mut __m256i, p) };
+    }
+    d
+}
+
+/// One block of 32 activations rounded as Q8_0, the values written offset by 128 as bytes (`q + 128` in
+/// 1..=255, the `Quads` kernel's unsigned operand); returns the scale.
+///
+/// # Safety
+/// AVX2 and FMA available; `x` holds 32 readable floats, `q` 32 writable bytes.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_block_u8(x: *const f32, q: *mut u8) -> f32 {
+    let (d, i) = unsafe { round_block(x) };
+    // Two packs leave, per 128-bit half, four values of each source vector in turn: dword k of the low
+    // half holds i[k]'s values 0–3, of the high half its values 4–7; the permute restores the order.
+    let bytes = _mm256_packs_epi16(
+        _mm256_packs_epi32(i[0], i[1]),
+        _mm256_packs_epi32(i[2], i[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // |q| ≤ 127, so flipping the sign bit is adding 128.
+    let offset = _mm256_xor_si256(ordered, _mm256_set1_epi8(i8::MIN));
+    unsafe { _mm256_storeu_si256(q as *mut __m256i, offset) };
+    d
+}
+
+/// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 6`, weights
+/// in the `Pairs` packing.
+///
+/// # Safety
+/// AVX2 and FMA available; `a` holds `rows` rows of `nb · 32` values `lda` apart, `ad` `rows` rows of
+/// `nb` scales `ldad` apart, `w` `nb` panel blocks and `wd` `nb · 16` scales, `c` `rows` rows of 16
+/// writable floats `ldc` apart.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile(
+    rows: usize,
+    nb: usize,
+    a: *const i16,
+    lda: usize,
+    ad: *const f32,
+    ldad: usize,
+    w: *const i8,
+    wd: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    macro_rules! go {
+        ($r:literal) => {
+            unsafe { tile_r::<$r>(nb, a, lda, ad, ldad, w, wd, c, ldc) }
+        };
+    }
+    match rows {
+        6 => go!(6),
+        5 => go!(5),
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        1 => go!(1),
+        _ => unreachable!("tile of {rows} rows"),
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_r<const R: usize>(
+    nb: usize,
+    a: *const i16,
+    lda: usize,
+    ad: *const f32,
+    ldad: usize,
+    w: *const i8,
+    wd: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // Float sums per (row, 8 columns), updated once per block; the i32 sums of a block in registers.
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let mut s = [[_mm256_setzero_si256(); 2]; R];
+        let wb = unsafe { w.add(b * PANEL_BLOCK_BYTES) };
+        for g in 0..BLOCK / GROUP {
+            // 2 inputs × 8 columns per vector, widened to 16 bits.
+            let (w0, w1) = unsafe {
+                let at = wb.add(g * PANEL * GROUP);
+                (
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(at as *const __m128i)),
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(at.add(16) as *const __m128i)),
+                )
+            };
+            for (r, s) in s.iter_mut().enumerate() {
+                let x2 = unsafe {
+                    std::ptr::read_unaligned(a.add(r * lda + b * BLOCK + g * GROUP) as *const i32)
+                };
+                let x = _mm256_set1_epi32(x2);
+                s[0] = _mm256_add_epi32(s[0], _mm256_madd_epi16(w0, x));
+                s[1] = _mm256_add_epi32(s[1], _mm256_madd_epi16(w1, x));
+            }
+        }
+        let (d0, d1) = unsafe {
+            (
+                _mm256_loadu_ps(wd.add(b * PANEL)),
+                _mm256_loadu_ps(wd.add(b * PANEL + 8)),
+            )
+        };
+        for ((acc, s), r) in acc.iter_mut().zip(&s).zip(0..) {
+            let dx = _mm256_set1_ps(unsafe { *ad.add(r * ldad + b) });
+            acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[0]), _mm256_mul_ps(dx, d0), acc[0]);
+            acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[1]), _mm256_mul_ps(dx, d1), acc[1]);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        unsafe {
+            _mm256_storeu_ps(c.add(r * ldc), acc[0]);
+            _mm256_storeu_ps(c.add(r * ldc + 8), acc[1]);
+        }
+    }
+}
