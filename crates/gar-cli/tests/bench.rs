@@ -84,6 +84,24 @@ fn bench_reports_int8_vision_linears() {
 }
 
 #[test]
+fn bench_reports_whether_bf16_attention_runs() {
+    let plain = bench_json(&["--tiles", "2", "--new-tokens", "2", "--json"]);
+    assert_eq!(plain["bf16_attention"], false);
+    // Asked for, but tiny-pe-l's heads are 16 wide (the kernel needs multiples of 32): reported off, and
+    // the run still succeeds on every CPU.
+    let asked = bench_json(&[
+        "--tiles",
+        "2",
+        "--new-tokens",
+        "2",
+        "--bf16-attention",
+        "--json",
+    ]);
+    assert_eq!(asked["bf16_attention"], false);
+    assert!(asked["vision_s_per_tile"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn bench_pads_the_prompt() {
     let v = bench_json(&[
         "--tiles",

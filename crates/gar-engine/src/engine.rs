@@ -28,6 +28,9 @@ pub struct EngineOptions {
     /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; not
     /// reference-exact).
     pub vision_int8: bool,
+    /// Run the attention products (vision tower and prefill) on bf16 operands, f32 sums (CPU with AVX-512
+    /// BF16; elsewhere a no-op; not reference-exact).
+    pub bf16_attention: bool,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +42,7 @@ impl Default for EngineOptions {
             processor: ProcessorOptions::default(),
             quant: Quant::None,
             vision_int8: false,
+            bf16_attention: false,
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Engine {
     quant_report: QuantReport,
     /// Vision linears converted by `EngineOptions::vision_int8`.
     vision_int8_linears: usize,
+    /// Whether the attention products run on bf16 operands (`EngineOptions::bf16_attention` on a CPU that
+    /// has the kernel).
+    bf16_attention: bool,
 }
 
 impl Engine {
@@ -102,6 +109,9 @@ impl Engine {
         } else {
             0
         };
+        let bf16_attention = options.bf16_attention
+            && options.device.is_cpu()
+            && model.set_attention_products(gar_models::nn::attention::Products::Bf16);
         let specials = processor.special_tokens();
         let vocab = model.config().text.vocab_size;
         if processor.tokenizer().get_vocab_size(true) > vocab {
@@ -128,6 +138,7 @@ impl Engine {
             quant: options.quant,
             quant_report,
             vision_int8_linears,
+            bf16_attention,
         })
     }
 
@@ -146,6 +157,12 @@ impl Engine {
     /// How many vision-tower linears run in 8-bit (`EngineOptions::vision_int8`; 0 when off or unsupported).
     pub fn vision_int8_linears(&self) -> usize {
         self.vision_int8_linears
+    }
+
+    /// Whether the attention products run on bf16 operands (`EngineOptions::bf16_attention`; false when off,
+    /// on a CPU without AVX-512 BF16, or when no head width is a multiple of 32).
+    pub fn bf16_attention(&self) -> bool {
+        self.bf16_attention
     }
 
     /// The quantization requested at load and what it converted.

@@ -118,7 +118,8 @@ fn main() -> Result<()> {
         .permute((2, 0, 3, 1, 4))?;
     let (qv, kv, vv) = (qkv3.get(0)?, qkv3.get(1)?, qkv3.get(2)?);
     let attn_flops = 2.0 * flops(n, hd, n) * heads as f64;
-    let (mut general, mut blocked) = (f64::MAX, f64::MAX);
+    use gar_models::nn::attention::{attention_with, Products};
+    let (mut general, mut blocked, mut bf16) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..reps {
         general = general.min(best(1, || {
             gar_models::nn::attention::general_attention(&qv, &kv, &vv, 0.125, false)
@@ -126,10 +127,14 @@ fn main() -> Result<()> {
         blocked = blocked.min(best(1, || {
             gar_models::nn::attention::attention(&qv, &kv, &vv, 0.125, false)
         })?);
+        bf16 = bf16.min(best(1, || {
+            attention_with(&qv, &kv, &vv, 0.125, false, Products::Bf16)
+        })?);
     }
     report("attention, general path", general, attn_flops);
     report("attention, blocked kernels", blocked, attn_flops);
-    let (mut general, mut blocked) = (f64::MAX, f64::MAX);
+    report("attention, blocked, bf16 products", bf16, attn_flops);
+    let (mut general, mut blocked, mut bf16) = (f64::MAX, f64::MAX, f64::MAX);
     let (lq, lk, lv) = (
         Tensor::randn(0f32, 1., (1, 32, 1024, 64), &dev)?,
         Tensor::randn(0f32, 1., (1, 8, 1024, 64), &dev)?,
@@ -142,6 +147,9 @@ fn main() -> Result<()> {
         blocked = blocked.min(best(1, || {
             gar_models::nn::attention::attention(&lq, &lk, &lv, 0.125, true)
         })?);
+        bf16 = bf16.min(best(1, || {
+            attention_with(&lq, &lk, &lv, 0.125, true, Products::Bf16)
+        })?);
     }
     let causal_flops = 2.0 * flops(1024, 64, 1024) * 32.0 / 2.0;
     report(
@@ -152,6 +160,11 @@ fn main() -> Result<()> {
     report(
         "prefill 1024, 32/8 heads causal, blocked",
         blocked,
+        causal_flops,
+    );
+    report(
+        "prefill 1024, 32/8 heads causal, bf16 products",
+        bf16,
         causal_flops,
     );
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;

@@ -1,12 +1,13 @@
 //! Vision-tower features with the block linears on `nn::w8a8` (8-bit weights and activations) against f32,
 //! on a checkpoint's vision tower and a deterministic tile: cosine and relative error of the last hidden
-//! state, and the time of each.
+//! state, and the time of each; then the same with bf16 attention products added (the fast CPU mode).
 //!
 //! `cargo run --release -p gar-models --example w8a8_vision_accuracy -- DIR [TILES]`
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
+use gar_models::nn::attention::Products;
 use gar_models::vision::VisionTower;
 use gar_models::weights::Checkpoint;
 use gar_models::GarConfig;
@@ -47,20 +48,32 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let got = quant.forward(&pixels, None)?;
     let quant_s = t.elapsed().as_secs_f64();
+    let head_dim = cfg.vision.head_dim();
+    let (cos, worst, err) = compare(&want, &got)?;
+    // The fast CPU mode adds bf16 attention products (where the CPU has AVX-512 BF16).
+    quant.set_attention_products(Products::Bf16);
+    let bf16 = Products::Bf16.apply_to(head_dim);
+    let t = Instant::now();
+    let fast = quant.forward(&pixels, None)?;
+    let fast_s = t.elapsed().as_secs_f64();
+    let (fcos, fworst, ferr) = compare(&want, &fast)?;
+    println!(
+        "{{\"tiles\":{tiles},\"converted_linears\":{converted},\"cosine\":{cos},\"worst_token_cosine\":{worst},\"relative_error\":{err},\"f32_s\":{dense_s},\"w8a8_s\":{quant_s},\"bf16_attention\":{bf16},\"w8a8_bf16_attention\":{{\"cosine\":{fcos},\"worst_token_cosine\":{fworst},\"relative_error\":{ferr},\"s\":{fast_s}}}}}"
+    );
+    Ok(())
+}
+
+/// Cosine over all features, the worst cosine over output tokens, and the relative L2 error of `got`.
+fn compare(want: &Tensor, got: &Tensor) -> Result<(f32, f32, f32)> {
     let (a, b) = (want.flatten_all()?, got.flatten_all()?);
     let dot = (&a * &b)?.sum_all()?.to_scalar::<f32>()?;
     let na = a.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
     let nb = b.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
     let err = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() / na;
-    // Per token: the worst cosine over all output tokens.
     let d = want.dim(2)?;
     let (wa, wb) = (want.reshape(((), d))?, got.reshape(((), d))?);
     let tok_dot = (&wa * &wb)?.sum(1)?;
     let tok_n = (wa.sqr()?.sum(1)?.sqrt()? * wb.sqr()?.sum(1)?.sqrt()?)?;
     let worst = (tok_dot / tok_n)?.min(0)?.to_scalar::<f32>()?;
-    println!(
-        "{{\"tiles\":{tiles},\"converted_linears\":{converted},\"cosine\":{},\"worst_token_cosine\":{worst},\"relative_error\":{err},\"f32_s\":{dense_s},\"w8a8_s\":{quant_s}}}",
-        dot / (na * nb)
-    );
-    Ok(())
+    Ok((dot / (na * nb), worst, err))
 }

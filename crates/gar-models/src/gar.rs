@@ -175,6 +175,16 @@ impl GarModel {
         self.vision_tower.quantize_w8a8()
     }
 
+    /// Runs both attention products of the vision tower and the decoder on bf16 operands
+    /// ([`crate::nn::attention::Products::Bf16`]: CPU with AVX-512 BF16, f32 elsewhere) or back in f32. Not
+    /// reference-exact: see docs/performance.md for the measured agreement. Returns whether the products
+    /// run as asked in the tower or the decoder (bf16 needs AVX-512 BF16 and heads 32 wide or a multiple).
+    pub fn set_attention_products(&mut self, products: crate::nn::attention::Products) -> bool {
+        self.vision_tower.set_attention_products(products);
+        self.language_model.set_attention_products(products);
+        products.apply_to(self.cfg.vision.head_dim()) || products.apply_to(self.cfg.text.head_dim())
+    }
+
     pub fn config(&self) -> &GarConfig {
         &self.cfg
     }

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
-use crate::nn::attention::attention;
+use crate::nn::attention::{attention_with, Products};
 use crate::nn::fused::silu_mul;
 use crate::nn::kv_cache::KvCache;
 use crate::nn::norm::RmsNorm;
@@ -32,6 +32,7 @@ struct SelfAttn {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    products: Products,
 }
 
 impl SelfAttn {
@@ -46,6 +47,7 @@ impl SelfAttn {
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
+            products: Products::F32,
         })
     }
 
@@ -67,7 +69,7 @@ impl SelfAttn {
         // The cache stores post-RoPE keys (spec §5).
         let (k, v) = cache.append(layer, &k, &v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let y = attention(&q, &k, &v, scale, true)?;
+        let y = attention_with(&q, &k, &v, scale, true, self.products)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, self.num_heads * self.head_dim))?;
@@ -292,6 +294,14 @@ impl Llama {
         }
         report.record(self.lm_head.quantize(quant.head_candidates())?);
         Ok(report)
+    }
+
+    /// The operands of every layer's attention products ([`Products`]; prefill is where it matters, a
+    /// single decoded query keeps its f32 path).
+    pub fn set_attention_products(&mut self, products: Products) {
+        for layer in &mut self.layers {
+            layer.self_attn.products = products;
+        }
     }
 
     /// Width of the hidden states.

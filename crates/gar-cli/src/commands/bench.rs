@@ -84,6 +84,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "quantized_linears": engine.quantization().1.quantized,
         "quant_formats": engine.quantization().1.formats,
         "vision_int8_linears": engine.vision_int8_linears(),
+        "bf16_attention": engine.bf16_attention(),
         "threads": threads,
         "tiles": args.tiles,
         "grid": [inputs.grid.0, inputs.grid.1],

@@ -45,6 +45,12 @@ pub struct ModelArgs {
     /// Env `GAR_VISION_INT8`: anything but empty, 0, false, no or off turns it on.
     #[arg(long, env = "GAR_VISION_INT8", value_parser = clap::builder::FalseyValueParser::new())]
     pub vision_int8: bool,
+    /// Run the attention products (vision tower and prompt prefill) on bf16 operands with f32 sums (CPU with
+    /// AVX-512 BF16, e.g. Zen 4 or Sapphire Rapids; elsewhere a no-op): faster long prompts and image
+    /// encoding, not reference-exact (see docs/performance.md). Env `GAR_BF16_ATTENTION` as for
+    /// `GAR_VISION_INT8`.
+    #[arg(long, env = "GAR_BF16_ATTENTION", value_parser = clap::builder::FalseyValueParser::new())]
+    pub bf16_attention: bool,
 }
 
 /// The `--quant` flag.
@@ -210,6 +216,7 @@ pub fn load_engine(model: &ModelArgs, process: &ProcessArgs) -> Result<Engine> {
         processor: processor_options(process),
         quant: parse_quant(&model.quant).map_err(|e| Failure::new(Kind::Input, e))?,
         vision_int8: model.vision_int8,
+        bf16_attention: model.bf16_attention,
     };
     Engine::load(&dir, &options).map_err(|e| Failure::from_engine(e).into())
 }

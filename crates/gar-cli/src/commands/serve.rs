@@ -91,6 +91,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             quant: common::parse_quant(&args.model.quant)
                 .map_err(|e| Failure::new(Kind::Input, e))?,
             vision_int8: args.model.vision_int8,
+            bf16_attention: args.model.bf16_attention,
         },
         sam_dir,
         limits: Limits {

@@ -20,10 +20,50 @@ fn query_block(heads: usize, tk: usize) -> usize {
     (SCORE_BLOCK_BYTES / (heads * tk * 4).max(1)).max(MIN_QUERY_BLOCK)
 }
 
+/// The operands of attention's two products (`q·kᵀ`, `p·v`) for f32 inputs on the CPU. Sums and the
+/// softmax are f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Products {
+    /// f32: the reference-exact mode.
+    #[default]
+    F32,
+    /// Rounded to bf16 (AVX-512 BF16 `vdpbf16ps`; twice the f32 multiply-adds per cycle): q, k, the
+    /// probabilities and v each carry a relative rounding of at most 2⁻⁹. Where the CPU lacks AVX-512 BF16
+    /// (or the head width is not a multiple of 32) the products stay f32.
+    Bf16,
+}
+
+impl Products {
+    /// Whether these products really run as named for heads of width `head_dim` on this CPU (bf16 needs
+    /// AVX-512 BF16 and `32 | head_dim`; f32 always does).
+    pub fn apply_to(self, head_dim: usize) -> bool {
+        match self {
+            Self::F32 => true,
+            Self::Bf16 => {
+                head_dim.is_multiple_of(crate::nn::bf16_tiles::TILE_COLS)
+                    && crate::nn::bf16_tiles::available()
+            }
+        }
+    }
+}
+
 /// `q`: `(b, n_heads, t_q, d)`; `k`, `v`: `(b, n_kv_heads, t_k, d)` with `n_heads % n_kv_heads == 0`, query head
 /// `h` reading kv head `h / (n_heads / n_kv_heads)` (transformers `repeat_kv`). When `causal`, query `i` sits at
 /// absolute position `t_k - t_q + i` and sees keys `0..=that`. Returns `(b, n_heads, t_q, d)`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -> Result<Tensor> {
+    attention_with(q, k, v, scale, causal, Products::F32)
+}
+
+/// [`attention`] with a choice of [`Products`] for the many-query CPU path (a single query, other devices
+/// and training keep their f32 paths).
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    causal: bool,
+    products: Products,
+) -> Result<Tensor> {
     let (_, nh, tq, _) = q.dims4()?;
     let (_, nkv, tk, _) = k.dims4()?;
     if nh % nkv != 0 {
@@ -35,7 +75,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -
     if let Some(out) = crate::nn::single_query::single_query_attention(q, k, v, scale)? {
         return Ok(out);
     }
-    if let Some(out) = crate::nn::blocked_attention::blocked_attention(q, k, v, scale, causal)? {
+    if let Some(out) =
+        crate::nn::blocked_attention::blocked_attention(q, k, v, scale, causal, products)?
+    {
         return Ok(out);
     }
     general_attention(q, k, v, scale, causal)

@@ -16,8 +16,11 @@ use std::cell::RefCell;
 use candle_core::{DType, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::nn::attention::Products;
 use crate::nn::single_query::cpu_f32;
 use crate::nn::vmath;
+
+mod bf16;
 
 /// Keys per packed panel of Kᵀ, and output columns per register tile (two AVX2 vectors).
 const PANEL: usize = 16;
@@ -35,13 +38,15 @@ const MAX_ROWS: usize = 96;
 /// `attention(q, k, v, scale, causal)` of `nn::attention` for `q`: `(b, n_heads, t_q, d)` and `k`, `v`:
 /// `(b, n_kv_heads, t_k, d)`. `None` when this path does not apply (another device or dtype, autograd,
 /// `d % 8 != 0`, a CPU without AVX2/FMA, a layout whose last axis is strided); the caller then takes the
-/// general path.
+/// general path. `Products::Bf16` runs both products on bf16 operands ([`bf16`]) where the CPU has AVX-512
+/// BF16 and `32 | d`, else in f32.
 pub fn blocked_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f64,
     causal: bool,
+    products: Products,
 ) -> Result<Option<Tensor>> {
     let (b, nh, tq, d) = q.dims4()?;
     let (_, nkv, tk, _) = k.dims4()?;
@@ -63,13 +68,33 @@ pub fn blocked_attention(
         return Ok(None);
     };
     let rep = nh / nkv;
-    let padded = tk.next_multiple_of(PANEL);
+    let use_bf16 = products == Products::Bf16 && bf16::applies(d);
+    let padded = tk.next_multiple_of(if use_bf16 {
+        crate::nn::bf16_tiles::TILE_COLS
+    } else {
+        PANEL
+    });
     // Kᵀ of every (batch, kv head), in panels of 16 keys: panel p holds `d` rows of 16 consecutive keys'
-    // values, zero past `t_k`.
-    let mut kt = vec![0f32; b * nkv * padded * d];
+    // values, zero past `t_k`. (The bf16 products pack K and V their own way instead.)
+    let mut kt = vec![0f32; if use_bf16 { 0 } else { b * nkv * padded * d }];
     kt.par_chunks_mut(padded * d)
         .enumerate()
         .for_each(|(bg, dst)| pack_kt(&k, bg / nkv, bg % nkv, tk, d, dst));
+    let (kt16, vp16) = if use_bf16 {
+        let (key_len, value_len) = (padded * d / 2, tk.div_ceil(2) * d);
+        let mut kt16 = vec![0u32; b * nkv * key_len];
+        let mut vp16 = vec![0u32; b * nkv * value_len];
+        kt16.par_chunks_mut(key_len)
+            .zip(vp16.par_chunks_mut(value_len))
+            .enumerate()
+            .for_each(|(bg, (kd, vd))| {
+                bf16::pack_keys(&k, bg / nkv, bg % nkv, tk, d, kd);
+                bf16::pack_values(&v, bg / nkv, bg % nkv, tk, d, vd);
+            });
+        (kt16, vp16)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let block = (SCORE_BYTES / (padded * 4 * TILE_ROWS) * TILE_ROWS).clamp(MIN_ROWS, MAX_ROWS);
     let scale = scale as f32;
     let mut out = vec![0f32; b * nh * tq * d];
@@ -87,7 +112,11 @@ pub fn blocked_attention(
                 queries: q.row_ptr(bi, h, row0),
                 q_stride: q.row_stride,
                 rows: out.len() / d,
-                kt: &kt[(bi * nkv + g) * padded * d..][..padded * d],
+                kt: if use_bf16 {
+                    &[]
+                } else {
+                    &kt[(bi * nkv + g) * padded * d..][..padded * d]
+                },
                 values: v.row_ptr(bi, g, 0),
                 v_stride: v.row_stride,
                 d,
@@ -100,7 +129,23 @@ pub fn blocked_attention(
                 first_visible: causal.then_some(tk - tq + row0 + 1),
                 scale,
             };
-            SCRATCH.with(|s| task.run(&mut s.borrow_mut(), out));
+            SCRATCH.with(|s| {
+                if use_bf16 {
+                    let (key_len, value_len) = (padded * d / 2, tk.div_ceil(2) * d);
+                    let kv = bi * nkv + g;
+                    PAIRS.with(|p| {
+                        task.run_bf16(
+                            &kt16[kv * key_len..][..key_len],
+                            &vp16[kv * value_len..][..value_len],
+                            &mut s.borrow_mut(),
+                            &mut p.borrow_mut(),
+                            out,
+                        )
+                    })
+                } else {
+                    task.run(&mut s.borrow_mut(), out)
+                }
+            });
         });
     Ok(Some(Tensor::from_vec(
         out,
@@ -113,6 +158,8 @@ thread_local! {
     /// One task's scores, kept per thread so a long prompt's thousands of tasks do not each map and
     /// fault in a fresh block.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The bf16 path's query and probability rows, per thread like `SCRATCH`.
+    static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A `(b, heads, t, d)` f32 view whose rows are contiguous (last stride 1), however the other axes are
@@ -410,6 +457,8 @@ mod tests {
             (6, 2, 97, 97, 64),
             (2, 2, 130, 300, 64),
             (4, 1, 333, 333, 40),
+            (2, 1, 300, 301, 32),
+            (3, 1, 9, 600, 96),
         ] {
             // q/k/v as the vision tower hands them over: views into one fused (b, t, 3, heads, d) tensor
             // (rows contiguous, rows and heads strided); k/v taken from the first nkv heads.
@@ -419,14 +468,28 @@ mod tests {
             let k = fused.get(1)?.narrow(1, 0, nkv)?;
             let v = fused.get(2)?.narrow(1, 0, nkv)?;
             for causal in [false, true] {
-                let got =
-                    blocked_attention(&q, &k, &v, 0.3, causal)?.expect("the fast path applies");
+                let got = blocked_attention(&q, &k, &v, 0.3, causal, Products::F32)?
+                    .expect("the fast path applies");
                 let want = naive(&q, &k, &v, 0.3, causal)?;
                 let diff = max_abs_diff(&got, &want)?;
                 assert!(
                     diff < 2e-5,
                     "{nh}/{nkv} heads, tq {tq} tk {tk} d {d} causal {causal}: {diff}"
                 );
+                // bf16 operands (where the CPU and the head width allow): q, k, p and v each rounded
+                // by ≤ 2⁻⁹. The scores here (0.3 · q·k, sd 2.4 at d = 64) shift by ≈ 0.01, and the
+                // outputs, averages of v (|v| ≲ 4), by up to ≈ 0.02 (0.021 seen).
+                let got = blocked_attention(&q, &k, &v, 0.3, causal, Products::Bf16)?
+                    .expect("the fast path applies");
+                let diff16 = max_abs_diff(&got, &want)?;
+                if bf16::applies(d) {
+                    assert!(
+                        diff16 < 4e-2 && diff16 > diff,
+                        "bf16: {nh}/{nkv} heads, tq {tq} tk {tk} d {d} causal {causal}: {diff16}"
+                    );
+                } else {
+                    assert_eq!(diff16, diff, "f32 products where bf16 does not apply");
+                }
             }
         }
         Ok(())
@@ -437,11 +500,11 @@ mod tests {
         let dev = Device::Cpu;
         let q = Tensor::randn(0f32, 1., (1, 2, 4, 12), &dev)?;
         // d % 8 != 0, bf16, and a strided last axis all go to the general path.
-        assert!(blocked_attention(&q, &q, &q, 0.5, true)?.is_none());
+        assert!(blocked_attention(&q, &q, &q, 0.5, true, Products::F32)?.is_none());
         let h = q.to_dtype(DType::BF16)?;
-        assert!(blocked_attention(&h, &h, &h, 0.5, true)?.is_none());
+        assert!(blocked_attention(&h, &h, &h, 0.5, true, Products::Bf16)?.is_none());
         let t = Tensor::randn(0f32, 1., (1, 2, 8, 4), &dev)?.transpose(2, 3)?;
-        assert!(blocked_attention(&t, &t, &t, 0.5, false)?.is_none());
+        assert!(blocked_attention(&t, &t, &t, 0.5, false, Products::F32)?.is_none());
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! not always do for bf16/f16.
 
 pub mod attention;
+pub mod bf16_tiles;
 pub mod blocked_attention;
 pub mod fused;
 pub mod gemv;

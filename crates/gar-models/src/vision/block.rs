@@ -7,7 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::VisionConfig;
-use crate::nn::attention::attention;
+use crate::nn::attention::{attention_with, Products};
 use crate::nn::fused::{add_scaled, gelu_erf};
 use crate::nn::norm::LayerNorm;
 use crate::nn::rope::VisionRope;
@@ -22,6 +22,7 @@ pub struct Attention {
     num_heads: usize,
     head_dim: usize,
     num_prefix_tokens: usize,
+    products: Products,
 }
 
 impl Attention {
@@ -33,6 +34,7 @@ impl Attention {
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
             num_prefix_tokens: cfg.num_prefix_tokens(),
+            products: Products::F32,
         })
     }
 
@@ -59,7 +61,7 @@ impl Attention {
         let k = self.rotate(&qkv.get(1)?, rope)?;
         let v = qkv.get(2)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let y = attention(&q, &k, &v, scale, false)?;
+        let y = attention_with(&q, &k, &v, scale, false, self.products)?;
         let y = y.transpose(1, 2)?.reshape((b, n, c))?;
         self.proj.forward(&y)
     }
@@ -100,6 +102,11 @@ pub struct Block {
 }
 
 impl Block {
+    /// The operands of the block's attention products ([`Products`]).
+    pub fn set_attention_products(&mut self, products: Products) {
+        self.attn.products = products;
+    }
+
     /// Runs the block's four linears through [`crate::nn::w8a8`]; returns how many were converted.
     pub fn quantize_w8a8(&mut self) -> Result<usize> {
         let mut n = 0;

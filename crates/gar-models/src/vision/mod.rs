@@ -97,6 +97,13 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
+    /// The operands of every block's attention products ([`crate::nn::attention::Products`]).
+    pub fn set_attention_products(&mut self, products: crate::nn::attention::Products) {
+        for b in &mut self.blocks {
+            b.set_attention_products(products);
+        }
+    }
+
     /// Runs every block's linears through [`crate::nn::w8a8`] (8-bit weights and activations); returns how
     /// many layers were converted.
     pub fn quantize_w8a8(&mut self) -> Result<usize> {

@@ -241,3 +241,47 @@ fn smollm2_quantized_logits_stay_close() -> Result<()> {
     }
     Ok(())
 }
+
+/// Attention products on bf16 operands (CPU with AVX-512 BF16), alone and with q8 linears (the fast CPU
+/// mode): prefill-logit cosine against transformers' f32 logits asserted, greedy agreement reported.
+#[test]
+fn smollm2_bf16_attention_logits_stay_close() -> Result<()> {
+    use gar_models::nn::attention::Products;
+    let Some(s) = open_smollm2()? else {
+        return Ok(());
+    };
+    if !Products::Bf16.apply_to(s.cfg.head_dim()) {
+        eprintln!("SKIPPED: this CPU has no AVX-512 BF16 (the attention products stay f32)");
+        return Ok(());
+    }
+    // Bounds sit below the measured values (docs/performance.md).
+    for (quant, min_cos) in [(Quant::None, 0.999f32), (Quant::Q8, 0.998)] {
+        let mut llama = llama_from_checkpoint(&s.cfg, &s.ckpt, DType::F32, &Device::Cpu)?;
+        llama.quantize(quant)?;
+        llama.set_attention_products(Products::Bf16);
+        let mut agree = (0, 0);
+        for (name, d, want, got) in run_cases(&s.cases, &llama, &s.logits)? {
+            eprintln!(
+                "smollm2 {name} bf16 attention, quant {quant}: prefill logits cos {:.6} (mean {:.6}), \
+                 max|Δ| {:.3e}; greedy {}/{} agree",
+                d.min_cos,
+                d.mean_cos,
+                d.max_abs,
+                agreeing_prefix(&want, &got),
+                want.len()
+            );
+            ensure!(
+                d.min_cos >= min_cos,
+                "{name} bf16 attention, quant {quant}: prefill logits cosine {} < {min_cos}",
+                d.min_cos
+            );
+            agree.0 += agreeing_prefix(&want, &got);
+            agree.1 += want.len();
+        }
+        eprintln!(
+            "smollm2 bf16 attention, quant {quant}: {}/{} greedy tokens agree in all",
+            agree.0, agree.1
+        );
+    }
+    Ok(())
+}
