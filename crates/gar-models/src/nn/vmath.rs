@@ -43,6 +43,13 @@ pub fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32 {
 pub fn exp_affine_in_place(row: &mut [f32], scale: f32, shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for (checked just above).
+            return unsafe { avx512::exp_affine_in_place(row, scale, shift) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports the features the function is compiled for (checked just above).
@@ -257,7 +264,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp8(x: __m256) -> __m256 {
+    pub(super) unsafe fn exp8(x: __m256) -> __m256 {
         let too_small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(MIN_ARG));
         let x = _mm256_min_ps(
             _mm256_max_ps(x, _mm256_set1_ps(MIN_ARG)),
@@ -281,6 +288,81 @@ mod avx2 {
             _mm256_set1_epi32(127),
         )));
         _mm256_andnot_ps(too_small, _mm256_mul_ps(e, pow2n))
+    }
+}
+
+/// [`exp_affine_in_place`] 16 lanes at a time: the AVX2 form's operations lane for lane, and its 8-lane sum
+/// in the same order, so the results are bit for bit the same (tested). Why: the AVX2 loop took 1.8 cycles
+/// a value on Zen 4 (`examples/exp_probe`), ≈ 10 % of a long prefill with bf16 attention products; this one
+/// takes 1.3. (Two vectors per step measured the same.)
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn exp_affine_in_place(row: &mut [f32], scale: f32, shift: f32) -> f32 {
+        let (n8, n16) = (row.len() / 8 * 8, row.len() / 16 * 16);
+        let (scale_v, neg_shift) = (_mm512_set1_ps(scale), _mm512_set1_ps(-shift));
+        let mut acc = _mm256_setzero_ps();
+        for chunk in row[..n16].chunks_exact_mut(16) {
+            let x = _mm512_fmadd_ps(_mm512_loadu_ps(chunk.as_ptr()), scale_v, neg_shift);
+            let e = exp16(x);
+            // The AVX2 loop's order: the first 8 values, then the next 8.
+            acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+            acc = _mm256_add_ps(
+                acc,
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e))),
+            );
+            _mm512_storeu_ps(chunk.as_mut_ptr(), e);
+        }
+        if n8 > n16 {
+            let chunk = &mut row[n16..n8];
+            let x = _mm256_fmadd_ps(
+                _mm256_loadu_ps(chunk.as_ptr()),
+                _mm256_set1_ps(scale),
+                _mm256_set1_ps(-shift),
+            );
+            // SAFETY: AVX2 and FMA are enabled here.
+            let e = unsafe { super::avx2::exp8(x) };
+            acc = _mm256_add_ps(acc, e);
+            _mm256_storeu_ps(chunk.as_mut_ptr(), e);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut sum: f32 = lanes.iter().sum();
+        for v in &mut row[n8..] {
+            *v = exp_cephes(v.mul_add(scale, -shift));
+            sum += *v;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let too_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(MIN_ARG));
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(MIN_ARG)),
+            _mm512_set1_ps(MAX_ARG),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(P[0]);
+        for c in &P[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
+        let e = _mm512_add_ps(
+            _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
+            _mm512_set1_ps(1.0),
+        );
+        let pow2n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        )));
+        _mm512_maskz_mul_ps(!too_small, e, pow2n)
     }
 }
 
@@ -367,6 +449,45 @@ mod tests {
             worst > 0.0,
             "an approximation that is never off is suspicious"
         );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_exp_is_the_avx2_one_bit_for_bit() {
+        let has = |f: &str| match f {
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+        };
+        if !(has("avx512f") && has("avx2")) {
+            return;
+        }
+        // Every tail shape (0–15 after whole vectors, with and without an 8-chunk), masked keys, large
+        // arguments.
+        for n in (0..40).chain([1025, 4785]) {
+            let row: Vec<f32> = (0..n)
+                .map(|i| match i % 11 {
+                    3 => f32::NEG_INFINITY,
+                    7 => 700.0,
+                    _ => (i as f32 * 0.37).sin() * 40.0,
+                })
+                .collect();
+            let (mut a, mut b) = (row.clone(), row);
+            // SAFETY: both feature sets checked above.
+            let (sa, sb) = unsafe {
+                (
+                    avx2::exp_affine_in_place(&mut a, 0.125, 2.0),
+                    avx512::exp_affine_in_place(&mut b, 0.125, 2.0),
+                )
+            };
+            assert_eq!(sa.to_bits(), sb.to_bits(), "sum, n = {n}");
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]
