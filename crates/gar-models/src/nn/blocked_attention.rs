@@ -80,8 +80,9 @@ pub fn blocked_attention(
     kt.par_chunks_mut(padded * d)
         .enumerate()
         .for_each(|(bg, dst)| pack_kt(&k, bg / nkv, bg % nkv, tk, d, dst));
+    // Per (batch, kv head) for the bf16 products: Kᵀ panels of key pairs, V rows of key pairs.
+    let (key_len, value_len) = (padded * d / 2, tk.div_ceil(2) * d);
     let (kt16, vp16) = if use_bf16 {
-        let (key_len, value_len) = (padded * d / 2, tk.div_ceil(2) * d);
         let mut kt16 = vec![0u32; b * nkv * key_len];
         let mut vp16 = vec![0u32; b * nkv * value_len];
         kt16.par_chunks_mut(key_len)
@@ -131,7 +132,6 @@ pub fn blocked_attention(
             };
             SCRATCH.with(|s| {
                 if use_bf16 {
-                    let (key_len, value_len) = (padded * d / 2, tk.div_ceil(2) * d);
                     let kv = bi * nkv + g;
                     PAIRS.with(|p| {
                         task.run_bf16(
