@@ -31,12 +31,7 @@ pub const TILE_ROWS: usize = 8;
 /// `f32 → bf16` rounded to nearest, ties to even (what `vcvtneps2bf16` does for finite values); NaN stays
 /// NaN.
 pub fn bf16_bits(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x40) as u16;
-    }
-    let rounding = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(rounding) >> 16) as u16
+    half::bf16::from_f32(x).to_bits()
 }
 
 /// `dst[i] = bf16(src[i])` (`dst.len() == src.len()`), vectorised when [`available`].

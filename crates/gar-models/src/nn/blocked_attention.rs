@@ -113,11 +113,6 @@ pub fn blocked_attention(
                 queries: q.row_ptr(bi, h, row0),
                 q_stride: q.row_stride,
                 rows: out.len() / d,
-                kt: if use_bf16 {
-                    &[]
-                } else {
-                    &kt[(bi * nkv + g) * padded * d..][..padded * d]
-                },
                 values: v.row_ptr(bi, g, 0),
                 v_stride: v.row_stride,
                 d,
@@ -130,9 +125,9 @@ pub fn blocked_attention(
                 first_visible: causal.then_some(tk - tq + row0 + 1),
                 scale,
             };
+            let kv = bi * nkv + g;
             SCRATCH.with(|s| {
                 if use_bf16 {
-                    let kv = bi * nkv + g;
                     PAIRS.with(|p| {
                         task.run_bf16(
                             &kt16[kv * key_len..][..key_len],
@@ -143,7 +138,11 @@ pub fn blocked_attention(
                         )
                     })
                 } else {
-                    task.run(&mut s.borrow_mut(), out)
+                    task.run(
+                        &kt[kv * padded * d..][..padded * d],
+                        &mut s.borrow_mut(),
+                        out,
+                    )
                 }
             });
         });
@@ -219,11 +218,10 @@ fn pack_kt(k: &Rows, b: usize, g: usize, tk: usize, d: usize, dst: &mut [f32]) {
 }
 
 /// One (batch, head, block of query rows).
-struct Task<'a> {
+struct Task {
     queries: *const f32,
     q_stride: usize,
     rows: usize,
-    kt: &'a [f32],
     values: *const f32,
     v_stride: usize,
     d: usize,
@@ -234,8 +232,9 @@ struct Task<'a> {
     scale: f32,
 }
 
-impl Task<'_> {
-    fn run(&self, scratch: &mut Vec<f32>, out: &mut [f32]) {
+impl Task {
+    /// The block in f32; `kt` is its kv head's Kᵀ panels from [`pack_kt`].
+    fn run(&self, kt: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
         let (rows, d) = (self.rows, self.d);
         let width = self.keys.next_multiple_of(PANEL);
         // Every score the block reads is written by the score product first, so the buffer is only grown,
@@ -259,7 +258,7 @@ impl Task<'_> {
                             d,
                             self.queries.add(r0 * self.q_stride),
                             self.q_stride,
-                            self.kt.as_ptr().add(p0 * d),
+                            kt.as_ptr().add(p0 * d),
                             PANEL,
                             scores.as_mut_ptr().add(r0 * width + p0),
                             width,

@@ -52,7 +52,7 @@ pub(super) fn pack_values(v: &Rows, b: usize, g: usize, tk: usize, d: usize, dst
     }
 }
 
-impl Task<'_> {
+impl Task {
     /// [`Task::run`] with bf16 products: `kt` and `vp` are this task's kv head from [`pack_keys`] and
     /// [`pack_values`]; `pairs` is per-thread scratch like `scratch`.
     pub(super) fn run_bf16(
