@@ -1,6 +1,7 @@
 //! Quantization of linear layers at load time (llama.cpp block formats). Smaller weights are what bounds CPU
-//! decode (every weight byte is read once per token). `q8` on an AVX2 CPU runs through [`super::w8a8`]:
-//! the activations are rounded to Q8_0 blocks as well, for decode (as llama.cpp and candle's Q8_0 kernels
+//! decode (every weight byte is read once per token). `q8` on an AVX2 CPU runs through [`super::w8a8`],
+//! which keeps its own 8-bit form with Q8_0's rounding rule (one scale per output channel) and rounds the
+//! activations to 8 bits as well (per 64-input block), for decode (as llama.cpp and candle's Q8_0 kernels
 //! do) and for prefill, whose product then runs on 8-bit integers. Elsewhere the activations stay in the
 //! compute dtype: candle's kernels for few rows, a dequantized weight through the GEMM for many.
 //!

@@ -1,6 +1,6 @@
-//! An 8-bit × 8-bit product for any number of rows, with weights and activations both quantized per block
-//! of 32 inputs: the vision tower's linears under `--vision-int8` (a tile's 1,025 tokens) and the decoder's
-//! under `--quant q8` (prefill and decode from the one copy of the weights).
+//! An 8-bit × 8-bit product for any number of rows, with weights quantized per output channel and
+//! activations per block of 64 inputs: the vision tower's linears under `--vision-int8` (a tile's 1,025
+//! tokens) and the decoder's under `--quant q8` (prefill and decode from the one copy of the weights).
 //!
 //! Why: the f32 GEMM was 67 % of a GAR-1B vision tile after round 6 (docs/performance.md); integer
 //! multiply-adds issue at twice (AVX2) to four times (AVX-512 VNNI) the f32 FMA rate. Two kernels, each
@@ -8,21 +8,30 @@
 //! - [`avx2`] (`Packing::Pairs`): `vpmaddwd` on 16-bit lanes, two inputs per lane;
 //! - [`vnni`] (`Packing::Quads`): AVX-512 `vpdpbusd` on bytes, four inputs per lane, accumulation included.
 //!
-//! Both compute the same exact integer sums per block and the same float steps in the same order, so their
-//! outputs are bit for bit equal (tested). The [`super::q8`] kernel cannot serve many rows: its quad layout
+//! Both compute the same exact integer sums per activation block and the same float steps in the same
+//! order, so their outputs are bit for bit equal (tested). The [`super::q8`] kernel cannot serve many rows: its quad layout
 //! folds each block's sums horizontally, cheap for one row and dominant for a thousand.
 //!
 //! Layout: output columns in panels of 16; for each panel and 32-input block, 32 bytes per group of inputs
 //! (`Pairs`: 2 inputs × 16 columns, columns 0–7 then 8–15, each column's 2 inputs side by side; `Quads`:
-//! 4 inputs × 16 columns, each column's 4 inputs side by side), then the 16 columns' f32 scales. A register
-//! tile of several rows shares every weight load, and a block ends with one convert and one FMA per (row,
-//! column vector) with the scale `d_row · d_column`. (The round-6 AVX2 form multiplied bytes with
-//! `vpmaddubsw`, which needs the weights' signs moved onto the activations first: two more instructions
-//! per product vector, and 10–15 % slower in an interleaved kernel benchmark.)
+//! 4 inputs × 16 columns, each column's 4 inputs side by side); the 16 columns' f32 scales apart. A
+//! register tile of several rows shares every weight load; an activation block ends with one convert and
+//! one FMA per (row, column vector) with the row's scale, and the tile's store multiplies by the columns'
+//! scales. (The round-6 AVX2 form multiplied bytes with `vpmaddubsw`, which needs the weights' signs moved
+//! onto the activations first: two more instructions per product vector, and 10–15 % slower in an
+//! interleaved kernel benchmark.)
 //!
-//! Numerics: llama.cpp's Q8_0 rounding for both operands (`d = max|x| / 127`, `q = round(x / d)`) with the
-//! weight scales kept in f32; the integer sums are exact (a block's 32 products are at most 32 · 255 · 127
-//! in absolute value, far inside i32).
+//! Why these scale granularities (round 10, docs/performance.md): on Zen 4 a 512-bit FMA or multiply takes
+//! the slot of a `vpdpbusd`, so the earlier form (weights and activations both per 32-block: a multiply
+//! `d_row · d_column` and an FMA per 8 `vpdpbusd`) capped the kernel at 80 % of the integer peak; one FMA
+//! per 16 `vpdpbusd` caps it at 94 %. Per-channel int8 weights are the usual W8A8 choice; activations keep
+//! small blocks, which confine an outlier's coarser rounding to 64 inputs. Accuracy measured, not assumed
+//! (docs/performance.md).
+//!
+//! Numerics: llama.cpp's Q8_0 rounding rule for both operands (`d = max|x| / 127`, `q = round(x / d)`),
+//! over a whole weight row and over each activation block, scales kept in f32; the integer sums are exact
+//! (an activation block's products are at most 64 · 255 · 127 in absolute value, and their sums convert to
+//! f32 exactly below 2²⁴).
 
 use rayon::prelude::*;
 
@@ -33,14 +42,16 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
-/// Inputs per quantization block.
+/// Inputs per packing block, and the smallest activation block: input widths must be multiples of it.
 pub const BLOCK: usize = 32;
+/// Inputs per activation scale where the input width is a multiple of it (else [`BLOCK`]).
+pub const ACT_BLOCK: usize = 64;
 /// Output columns per panel (two AVX2 vectors, one AVX-512 vector of i32 lanes).
 pub const PANEL: usize = 16;
-/// Bytes of one panel's weights for one block.
+/// Bytes of one panel's weights for one packing block.
 const PANEL_BLOCK_BYTES: usize = BLOCK * PANEL;
-/// Activation blocks from which their quantization is spread over the thread pool.
-const PARALLEL_BLOCKS: usize = 4096;
+/// Activation values from which their quantization is spread over the thread pool.
+const PARALLEL_VALUES: usize = 4096 * BLOCK;
 /// Bytes of quantized input rows per pass over a task's panels: with a panel's weights (≤ 128 KiB for the
 /// decoder's 8192-wide input) they stay in a 512 KiB L2.
 const ROW_CHUNK_BYTES: usize = 192 << 10;
@@ -103,9 +114,13 @@ pub struct W8Matrix {
     out: usize,
     inp: usize,
     packing: Packing,
+    /// Inputs per activation scale: [`ACT_BLOCK`] where it divides `inp`, else [`BLOCK`].
+    act_block: usize,
     qs: Vec<i8>,
+    /// One scale per output column.
     d: Vec<f32>,
-    /// `Quads` only: `-128 · Σ w` per (panel, block, column), the start of each block's integer sums.
+    /// `Quads` only: `-128 · Σ w` per (panel, activation block, column), the start of each block's integer
+    /// sums.
     offset_sums: Vec<i32>,
 }
 
@@ -124,60 +139,73 @@ fn avx2_available() -> bool {
     crate::nn::single_query::avx2_available()
 }
 
-/// Q8_0's rounding of one block ([`quantize_block_scalar`]) with the values widened to i16, through the vectorised
-/// form where the CPU has it.
+/// Q8_0's rounding of one block of 32 ([`quantize_block_scalar`]) with the values widened to i16, through the
+/// vectorised form where the CPU has it.
 pub(crate) fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
-    assert_eq!(x.len(), BLOCK, "one block");
+    quantize_wide(x, q)
+}
+
+/// Q8_0's rounding rule over all of `x` (a multiple of 32 values) under one scale, the values widened to
+/// i16 into `q` (as long as `x`); returns the scale.
+fn quantize_wide(x: &[f32], q: &mut [i16]) -> f32 {
+    assert!(
+        x.len().is_multiple_of(BLOCK) && q.len() == x.len(),
+        "whole blocks"
+    );
     #[cfg(target_arch = "x86_64")]
     if avx2_available() {
-        // SAFETY: AVX2/FMA checked; `x` and `q` hold one block each.
-        return unsafe { avx2::quantize_block_i16(x.as_ptr(), q.as_mut_ptr()) };
+        // SAFETY: AVX2/FMA checked; `x` and `q` hold x.len() values each.
+        return unsafe { avx2::quantize_i16(x.as_ptr(), x.len(), q.as_mut_ptr()) };
     }
-    let mut block = [0i8; BLOCK];
-    let d = quantize_block_scalar(x, &mut block);
-    for (q, &b) in q.iter_mut().zip(&block) {
+    let mut narrow = vec![0i8; x.len()];
+    let d = quantize_block_scalar(x, &mut narrow);
+    for (q, &b) in q.iter_mut().zip(&narrow) {
         *q = b.into();
     }
     d
 }
 
-/// Q8_0's rounding of one block with the values offset by 128 into bytes (the `Quads` kernel's operand).
-fn quantize_block_offset(x: &[f32], q: &mut [u8; BLOCK]) -> f32 {
-    assert_eq!(x.len(), BLOCK, "one block");
+/// [`quantize_wide`] with the values offset by 128 into bytes (the `Quads` kernel's operand).
+fn quantize_offset(x: &[f32], q: &mut [u8]) -> f32 {
+    assert!(
+        x.len().is_multiple_of(BLOCK) && q.len() == x.len(),
+        "whole blocks"
+    );
     #[cfg(target_arch = "x86_64")]
     if avx2_available() {
-        // SAFETY: AVX2/FMA checked; `x` and `q` hold one block each.
-        return unsafe { avx2::quantize_block_u8(x.as_ptr(), q.as_mut_ptr()) };
+        // SAFETY: AVX2/FMA checked; `x` and `q` hold x.len() values each.
+        return unsafe { avx2::quantize_u8(x.as_ptr(), x.len(), q.as_mut_ptr()) };
     }
-    let mut block = [0i8; BLOCK];
-    let d = quantize_block_scalar(x, &mut block);
-    for (q, &b) in q.iter_mut().zip(&block) {
+    let mut narrow = vec![0i8; x.len()];
+    let d = quantize_block_scalar(x, &mut narrow);
+    for (q, &b) in q.iter_mut().zip(&narrow) {
         *q = (b as u8) ^ 0x80;
     }
     d
 }
 
-/// Q8_0 rounding of row-major activations per block of 32 (`x.len()` a multiple of 32) through `block`,
-/// which writes one block's values and returns its scale.
+/// Q8_0 rounding of row-major activations per block of `block` values (`x.len()` a multiple of it)
+/// through `round`, which writes one block's values and returns its scale.
 fn quantize_rows<T: Copy + Default + Send + Sync>(
     x: &[f32],
-    block: impl Fn(&[f32], &mut [T; BLOCK]) -> f32 + Sync,
+    block: usize,
+    round: impl Fn(&[f32], &mut [T]) -> f32 + Sync,
 ) -> (Vec<T>, Vec<f32>) {
-    assert!(x.len().is_multiple_of(BLOCK), "whole blocks");
+    assert!(x.len().is_multiple_of(block), "whole blocks");
     let mut q = vec![T::default(); x.len()];
-    let mut d = vec![0f32; x.len() / BLOCK];
+    let mut d = vec![0f32; x.len() / block];
     let quantize = |(d, (x, q)): (&mut f32, (&[f32], &mut [T]))| {
-        *d = block(x, q.try_into().expect("chunks of one block"));
+        *d = round(x, q);
     };
     // A few rows are not worth a hand-off to the pool.
-    if d.len() >= PARALLEL_BLOCKS {
+    if x.len() >= PARALLEL_VALUES {
         d.par_iter_mut()
-            .zip(x.par_chunks_exact(BLOCK).zip(q.par_chunks_exact_mut(BLOCK)))
-            .with_min_len(PARALLEL_BLOCKS / 4)
+            .zip(x.par_chunks_exact(block).zip(q.par_chunks_exact_mut(block)))
+            .with_min_len(PARALLEL_VALUES / 4 / block)
             .for_each(quantize);
     } else {
         d.iter_mut()
-            .zip(x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)))
+            .zip(x.chunks_exact(block).zip(q.chunks_exact_mut(block)))
             .for_each(quantize);
     }
     (q, d)
@@ -203,34 +231,37 @@ impl W8Matrix {
                 w.len()
             ));
         }
-        let nb = inp / BLOCK;
+        let act_block = if inp.is_multiple_of(ACT_BLOCK) {
+            ACT_BLOCK
+        } else {
+            BLOCK
+        };
         let mut qs = vec![0i8; out * inp];
-        let mut d = vec![0f32; out * nb];
-        qs.par_chunks_mut(nb * PANEL_BLOCK_BYTES)
-            .zip(d.par_chunks_mut(nb * PANEL))
+        let mut d = vec![0f32; out];
+        qs.par_chunks_mut(inp * PANEL)
+            .zip(d.par_chunks_mut(PANEL))
             .enumerate()
             .for_each(|(p, (qs, d))| {
-                for col in 0..PANEL {
-                    let row = &w[(p * PANEL + col) * inp..][..inp];
-                    let mut block = [0i16; BLOCK];
-                    for (b, x) in row.chunks_exact(BLOCK).enumerate() {
-                        d[b * PANEL + col] = quantize_block_wide(x, &mut block);
-                        let qs = &mut qs[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
-                        for (i, &q) in block.iter().enumerate() {
-                            // |q| ≤ 127 by construction.
-                            qs[packing.slot(i, col)] = q as i8;
-                        }
+                let mut row_q = vec![0i16; inp];
+                for (col, d) in d.iter_mut().enumerate() {
+                    // Q8_0's rule over the whole row: one scale per output channel.
+                    *d = quantize_wide(&w[(p * PANEL + col) * inp..][..inp], &mut row_q);
+                    for (i, &q) in row_q.iter().enumerate() {
+                        let block = &mut qs[(i / BLOCK) * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+                        // |q| ≤ 127 by construction.
+                        block[packing.slot(i % BLOCK, col)] = q as i8;
                     }
                 }
             });
         let offset_sums = match packing {
             Packing::Pairs => Vec::new(),
-            // Per panel block, column `col` owns bytes col·4..col·4+4 of every 64-byte group.
+            // Per packing block, column `col` owns bytes col·4..col·4+4 of every 64-byte group; an
+            // activation block spans act_block / 32 consecutive packing blocks.
             Packing::Quads => qs
-                .par_chunks_exact(PANEL_BLOCK_BYTES)
-                .flat_map_iter(|block| {
+                .par_chunks_exact(act_block * PANEL)
+                .flat_map_iter(|span| {
                     (0..PANEL).map(move |col| {
-                        let sum: i32 = block
+                        let sum: i32 = span
                             .chunks_exact(PANEL * 4)
                             .flat_map(|group| &group[col * 4..col * 4 + 4])
                             .map(|&q| i32::from(q))
@@ -244,6 +275,7 @@ impl W8Matrix {
             out,
             inp,
             packing,
+            act_block,
             qs,
             d,
             offset_sums,
@@ -262,18 +294,25 @@ impl W8Matrix {
         self.packing
     }
 
-    /// The dense `(out, in)` matrix the blocks stand for.
+    /// Inputs per activation scale.
+    pub fn act_block(&self) -> usize {
+        self.act_block
+    }
+
+    /// The integer weight of output `o`, input `i`.
+    fn weight_q(&self, o: usize, i: usize) -> i8 {
+        let (p, col) = (o / PANEL, o % PANEL);
+        self.qs[p * self.inp * PANEL
+            + (i / BLOCK) * PANEL_BLOCK_BYTES
+            + self.packing.slot(i % BLOCK, col)]
+    }
+
+    /// The dense `(out, in)` matrix the 8-bit weights stand for.
     pub fn dequantize(&self) -> Vec<f32> {
-        let nb = self.inp / BLOCK;
         let mut w = vec![0f32; self.out * self.inp];
         for (o, row) in w.chunks_exact_mut(self.inp).enumerate() {
-            let (p, col) = (o / PANEL, o % PANEL);
-            for (b, x) in row.chunks_exact_mut(BLOCK).enumerate() {
-                let at = (p * nb + b) * PANEL_BLOCK_BYTES;
-                let d = self.d[(p * nb + b) * PANEL + col];
-                for (i, x) in x.iter_mut().enumerate() {
-                    *x = self.qs[at + self.packing.slot(i, col)] as f32 * d;
-                }
+            for (i, x) in row.iter_mut().enumerate() {
+                *x = self.weight_q(o, i) as f32 * self.d[o];
             }
         }
         w
@@ -297,24 +336,26 @@ impl W8Matrix {
 
     #[cfg(target_arch = "x86_64")]
     fn run(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (inp, out, nb) = (self.inp, self.out, self.inp / BLOCK);
+        let (inp, out, ab) = (self.inp, self.out, self.act_block);
+        let nab = inp / ab;
         match self.packing {
             Packing::Pairs => {
-                let (xq, xd) = quantize_rows(x, quantize_block_wide);
+                let (xq, xd) = quantize_rows(x, ab, quantize_wide);
                 self.for_each_tile(m, 2 * inp, avx2::TILE_ROWS, |r0, rows, p, c| {
                     // SAFETY: AVX2/FMA checked in `matmul`; rows r0..r0+rows of xq/xd hold `in` values
-                    // and `nb` scales, panel p holds nb blocks, and `c` is (see `for_each_tile`) the
-                    // tile's corner in a buffer of `m × out` floats.
+                    // and `nab` scales, panel p holds `in` inputs and 16 scales, and `c` is (see
+                    // `for_each_tile`) the tile's corner in a buffer of `m × out` floats.
                     unsafe {
                         avx2::tile(
                             rows,
-                            nb,
+                            nab,
+                            ab,
                             xq[r0 * inp..].as_ptr(),
                             inp,
-                            xd[r0 * nb..].as_ptr(),
-                            nb,
-                            self.qs[p * nb * PANEL_BLOCK_BYTES..].as_ptr(),
-                            self.d[p * nb * PANEL..].as_ptr(),
+                            xd[r0 * nab..].as_ptr(),
+                            nab,
+                            self.qs[p * inp * PANEL..].as_ptr(),
+                            self.d[p * PANEL..].as_ptr(),
                             c,
                             out,
                         )
@@ -322,20 +363,21 @@ impl W8Matrix {
                 })
             }
             Packing::Quads => {
-                let (xq, xd) = quantize_rows(x, quantize_block_offset);
+                let (xq, xd) = quantize_rows(x, ab, quantize_offset);
                 self.for_each_tile(m, inp, vnni::TILE_ROWS, |r0, rows, p, c| {
-                    // SAFETY: as for `Pairs`, with AVX-512 VNNI checked and the panel's nb · 16 sums.
+                    // SAFETY: as for `Pairs`, with AVX-512 VNNI checked and the panel's nab · 16 sums.
                     unsafe {
                         vnni::tile(
                             rows,
-                            nb,
+                            nab,
+                            ab,
                             xq[r0 * inp..].as_ptr(),
                             inp,
-                            xd[r0 * nb..].as_ptr(),
-                            nb,
-                            self.qs[p * nb * PANEL_BLOCK_BYTES..].as_ptr(),
-                            self.offset_sums[p * nb * PANEL..].as_ptr(),
-                            self.d[p * nb * PANEL..].as_ptr(),
+                            xd[r0 * nab..].as_ptr(),
+                            nab,
+                            self.qs[p * inp * PANEL..].as_ptr(),
+                            self.offset_sums[p * nab * PANEL..].as_ptr(),
+                            self.d[p * PANEL..].as_ptr(),
                             c,
                             out,
                         )
@@ -401,7 +443,6 @@ impl W8Matrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::q8::quantize_block;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         use rand::{Rng, SeedableRng};
@@ -409,53 +450,44 @@ mod tests {
         (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
     }
 
-    /// The kernel's arithmetic in scalar form: exact integer sums per block, scaled by `d_x · d_w`.
+    /// The kernel's arithmetic in scalar form: exact integer sums per activation block, scaled by the
+    /// block's `d_x` into an f32 sum, times the column's `d_w`.
     fn reference(wq: &W8Matrix, x: &[f32], m: usize) -> Vec<f32> {
-        let (inp, nb) = (wq.inp, wq.inp / BLOCK);
-        let w = wq.dequantize();
+        let (inp, ab) = (wq.inp, wq.act_block);
         let mut y = vec![0f32; m * wq.out];
         for i in 0..m {
             for o in 0..wq.out {
                 let mut acc = 0f32;
-                for b in 0..nb {
-                    let xb = &x[i * inp + b * BLOCK..][..BLOCK];
-                    let mut xq = [0i8; BLOCK];
-                    let dx = quantize_block(xb, &mut xq);
-                    let dw = wq.d[(o / PANEL * nb + b) * PANEL + o % PANEL];
-                    let isum: i32 = (0..BLOCK)
-                        .map(|k| {
-                            let wqk = if dw == 0.0 {
-                                0
-                            } else {
-                                (w[o * inp + b * BLOCK + k] / dw).round() as i32
-                            };
-                            wqk * xq[k] as i32
-                        })
+                for b in 0..inp / ab {
+                    let xb = &x[i * inp + b * ab..][..ab];
+                    let mut xq = vec![0i8; ab];
+                    let dx = quantize_block_scalar(xb, &mut xq);
+                    let isum: i32 = (0..ab)
+                        .map(|k| i32::from(wq.weight_q(o, b * ab + k)) * i32::from(xq[k]))
                         .sum();
-                    acc += isum as f32 * (dx * dw);
+                    acc = (isum as f32).mul_add(dx, acc);
                 }
-                y[i * wq.out + o] = acc;
+                y[i * wq.out + o] = acc * wq.d[o];
             }
         }
         y
     }
 
     #[test]
-    fn dequantize_is_q8_0_rounding_per_row_block() {
-        let (out, inp) = (32, 64);
-        let w = random(out * inp, 1);
-        let q = W8Matrix::quantize(&w, out, inp).unwrap();
-        for (o, row) in q.dequantize().chunks(inp).enumerate() {
-            for (b, got) in row.chunks(BLOCK).enumerate() {
-                let x = &w[o * inp + b * BLOCK..][..BLOCK];
-                let mut want = [0i8; BLOCK];
-                let d = quantize_block(x, &mut want);
+    fn dequantize_is_q8_0_rounding_per_row() {
+        for (out, inp, act_block) in [(32, 128, 64), (16, 96, 32)] {
+            let w = random(out * inp, 1);
+            let q = W8Matrix::quantize(&w, out, inp).unwrap();
+            assert_eq!(q.act_block(), act_block);
+            for (got, x) in q.dequantize().chunks(inp).zip(w.chunks(inp)) {
+                let mut want = vec![0i8; inp];
+                let d = quantize_block_scalar(x, &mut want);
                 for (g, &q) in got.iter().zip(&want) {
                     assert_eq!(*g, q as f32 * d);
                 }
             }
         }
-        assert!(W8Matrix::quantize(&w, 24, 64 + 40).is_err());
+        assert!(W8Matrix::quantize(&random(24 * 104, 1), 24, 104).is_err());
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -464,24 +496,35 @@ mod tests {
         if !available() {
             return;
         }
-        // Random blocks, an all-zero block, and exact halves (max 127 gives d = 1: 2.5 → 3, -3.5 → -4).
-        let mut blocks: Vec<Vec<f32>> = (0..64).map(|s| random(BLOCK, 100 + s)).collect();
-        blocks.push(vec![0.0; BLOCK]);
-        blocks.push(
-            (0..BLOCK)
-                .map(|i| [127.0, 2.5, -3.5, 0.5, -0.5, 126.5][i % 6])
-                .collect(),
-        );
+        // Random blocks of 32 and 64, an all-zero block, and exact halves (max 127 gives d = 1: 2.5 → 3,
+        // -3.5 → -4), the largest value in either half of a 64-block.
+        let mut blocks: Vec<Vec<f32>> = (0..64)
+            .map(|s| random(if s % 2 == 0 { 32 } else { 64 }, 100 + s))
+            .collect();
+        blocks.push(vec![0.0; 64]);
+        for top in [0, 40] {
+            blocks.push(
+                (0..64)
+                    .map(|i| {
+                        if i == top {
+                            127.0
+                        } else {
+                            [2.5, -3.5, 0.5, -0.5, 126.5][i % 5]
+                        }
+                    })
+                    .collect(),
+            );
+        }
         for x in &blocks {
-            let mut want = [0i8; BLOCK];
+            let n = x.len();
+            let mut want = vec![0i8; n];
             let dw = quantize_block_scalar(x, &mut want);
-            let mut got = [0i16; BLOCK];
-            let mut got8 = [0u8; BLOCK];
-            // SAFETY: AVX2 checked above; the buffers hold one block.
+            let (mut got, mut got8) = (vec![0i16; n], vec![0u8; n]);
+            // SAFETY: AVX2 checked above; the buffers hold n values.
             let (dg, dg8) = unsafe {
                 (
-                    avx2::quantize_block_i16(x.as_ptr(), got.as_mut_ptr()),
-                    avx2::quantize_block_u8(x.as_ptr(), got8.as_mut_ptr()),
+                    avx2::quantize_i16(x.as_ptr(), n, got.as_mut_ptr()),
+                    avx2::quantize_u8(x.as_ptr(), n, got8.as_mut_ptr()),
                 )
             };
             assert_eq!(dg.to_bits(), dw.to_bits());
@@ -504,11 +547,13 @@ mod tests {
         if !available() {
             return;
         }
-        // Row counts with every tile tail of both kernels (6- and 8-row tiles) and, at a 4096-wide input,
-        // more than one row chunk (24 rows of i16, 48 of bytes).
+        // Row counts with every tile tail of both kernels (6- and 8-row tiles), activation blocks of 32
+        // (widths 32, 96) and 64, and, at a 4096-wide input, more than one row chunk (24 rows of i16, 48 of
+        // bytes).
         for (m, out, inp) in [
             (1, 16, 32),
             (5, 48, 96),
+            (3, 16, 128),
             (7, 16, 64),
             (8, 16, 64),
             (9, 16, 32),
@@ -537,7 +582,8 @@ mod tests {
                     "Quads differs from Pairs at ({m}, {out}, {inp})"
                 );
             }
-            // Against the unquantized product: both operands carry ≤ 0.4 % rounding per element.
+            // Against the unquantized product: a weight row's rounding is up to 0.4 % of its largest value,
+            // an activation block's of its own.
             let mut err = 0f64;
             let mut norm = 0f64;
             for i in 0..m {

@@ -10,7 +10,7 @@
 //!
 //! [`Packing::Quads`]: super::Packing::Quads
 
-use super::{BLOCK, PANEL, PANEL_BLOCK_BYTES};
+use super::PANEL;
 use std::arch::x86_64::*;
 
 /// Input rows per register tile: 8 i32 + 8 f32 accumulators, of 32 vector registers.
@@ -25,17 +25,20 @@ pub fn available() -> bool {
         && super::avx2_available()
 }
 
-/// `c (rows × 16) = Σ_b d_x[r, b] · d_w[b, col] · Σ_{i∈b} x[r, i] · w[col, i]` for `1 ≤ rows ≤ 8`, weights
-/// in the `Quads` packing and activations offset to bytes (`x + 128`).
+/// `c (rows × 16) = d_w[col] · Σ_b d_x[r, b] · Σ_{i∈b} x[r, i] · w[col, i]` over activation blocks `b`
+/// of `act_block` inputs, for `1 ≤ rows ≤ 8`, weights in the `Quads` packing and activations offset to
+/// bytes (`x + 128`).
 ///
 /// # Safety
-/// [`available`]; `a` holds `rows` rows of `nb · 32` bytes `lda` apart, `ad` `rows` rows of `nb` scales
-/// `ldad` apart, `w` `nb` panel blocks, `wsum` and `wd` `nb · 16` values, `c` `rows` rows of 16 writable
-/// floats `ldc` apart.
+/// [`available`]; `act_block` a multiple of 32; `a` holds `rows` rows of `nab · act_block` bytes `lda`
+/// apart, `ad` `rows` rows of `nab` scales `ldad` apart, `w` the panel's `nab · act_block` inputs,
+/// `wsum` its `nab · 16` offset sums, `wd` its 16 scales, `c` `rows` rows of 16 writable floats `ldc`
+/// apart.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn tile(
     rows: usize,
-    nb: usize,
+    nab: usize,
+    act_block: usize,
     a: *const u8,
     lda: usize,
     ad: *const f32,
@@ -48,7 +51,7 @@ pub unsafe fn tile(
 ) {
     macro_rules! go {
         ($r:literal) => {
-            unsafe { tile_r::<$r>(nb, a, lda, ad, ldad, w, wsum, wd, c, ldc) }
+            unsafe { tile_r::<$r>(nab, act_block, a, lda, ad, ldad, w, wsum, wd, c, ldc) }
         };
     }
     match rows {
@@ -67,7 +70,8 @@ pub unsafe fn tile(
 #[target_feature(enable = "avx512f,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_r<const R: usize>(
-    nb: usize,
+    nab: usize,
+    act_block: usize,
     a: *const u8,
     lda: usize,
     ad: *const f32,
@@ -79,30 +83,34 @@ unsafe fn tile_r<const R: usize>(
     ldc: usize,
 ) {
     let mut acc = [_mm512_setzero_ps(); R];
-    // An opaque trip count keeps the group loop rolled: unrolled, LLVM hoists all 8 · R broadcasts ahead
-    // of the products and spills them to the stack.
-    let groups = std::hint::black_box(BLOCK / GROUP);
-    for b in 0..nb {
+    // An opaque trip count keeps the group loop rolled: unrolled, LLVM hoists all the block's broadcasts
+    // ahead of the products and spills them to the stack.
+    let groups = std::hint::black_box(act_block / GROUP);
+    for b in 0..nab {
         // -128 · Σ w per column: cancels the activations' offset.
         let start = unsafe { _mm512_loadu_si512(wsum.add(b * PANEL) as *const __m512i) };
         let mut s = [start; R];
-        let wb = unsafe { w.add(b * PANEL_BLOCK_BYTES) };
+        let wb = unsafe { w.add(b * act_block * PANEL) };
         for g in 0..groups {
             let wv = unsafe { _mm512_loadu_si512(wb.add(g * PANEL * GROUP) as *const __m512i) };
             for (r, s) in s.iter_mut().enumerate() {
                 let x4 = unsafe {
-                    std::ptr::read_unaligned(a.add(r * lda + b * BLOCK + g * GROUP) as *const i32)
+                    std::ptr::read_unaligned(
+                        a.add(r * lda + b * act_block + g * GROUP) as *const i32
+                    )
                 };
                 *s = _mm512_dpbusd_epi32(*s, _mm512_set1_epi32(x4), wv);
             }
         }
-        let dw = unsafe { _mm512_loadu_ps(wd.add(b * PANEL)) };
+        // One FMA per (row, block); the columns' scales wait for the store (measured on Zen 4: an FMA or
+        // a multiply takes a `vpdpbusd` slot, the convert does not).
         for ((acc, s), r) in acc.iter_mut().zip(&s).zip(0..) {
             let dx = _mm512_set1_ps(unsafe { *ad.add(r * ldad + b) });
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), _mm512_mul_ps(dx, dw), *acc);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), dx, *acc);
         }
     }
+    let dw = unsafe { _mm512_loadu_ps(wd) };
     for (r, acc) in acc.iter().enumerate() {
-        unsafe { _mm512_storeu_ps(c.add(r * ldc), *acc) };
+        unsafe { _mm512_storeu_ps(c.add(r * ldc), _mm512_mul_ps(*acc, dw)) };
     }
 }
