@@ -69,15 +69,6 @@ unsafe fn round_scaled(x: *const f32, inv: f32) -> [__m256i; 4] {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn quantize_i16(x: *const f32, n: usize, q: *mut i16) -> f32 {
     let (d, inv) = scale_and_inverse(unsafe { abs_max(x, n) });
-    unsafe { round_i16(x, n, inv, q) };
-    d
-}
-
-/// `q = round(x · inv)` (half away from zero) for `n` values (`n` a multiple of 32) whose products are
-/// at most 127 in magnitude, widened to i16.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn round_i16(x: *const f32, n: usize, inv: f32, q: *mut i16) {
     for at in (0..n).step_by(BLOCK) {
         let i = unsafe { round_scaled(x.add(at), inv) };
         // packs interleaves the 128-bit halves; the permute puts the 8 + 8 values back in order.
@@ -86,6 +77,7 @@ unsafe fn round_i16(x: *const f32, n: usize, inv: f32, q: *mut i16) {
             unsafe { _mm256_storeu_si256(q.add(at + 16 * k) as *mut __m256i, p) };
         }
     }
+    d
 }
 
 /// Q8_0's rounding of `n` values (`n` a multiple of 32) under one scale, written offset by 128 as bytes
