@@ -72,7 +72,7 @@ pub fn kernel_available() -> bool {
 pub(crate) fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     if crate::nn::w8a8::available() {
         let mut wide = [0i16; BLOCK];
-        let d = crate::nn::w8a8::quantize_block_wide(x, &mut wide);
+        let d = crate::nn::w8a8::quantize_wide(x, &mut wide);
         for (q, w) in qs.iter_mut().zip(wide) {
             // |w| ≤ 127 by construction.
             *q = w as i8;

@@ -1,6 +1,7 @@
-//! The AVX2 kernels: block quantization of activations (for both packings) and the [`Packing::Pairs`]
-//! product, where `vpmaddwd` multiplies a row's broadcast pair of 16-bit inputs with 8 columns' pairs of
-//! weights widened from bytes (`vpmovsxbw`); a tile of up to 6 rows shares every weight load.
+//! The AVX2 kernels: Q8_0 rounding of activation blocks and weight rows (for both packings) and the
+//! [`Packing::Pairs`] product, where `vpmaddwd` multiplies a row's broadcast pair of 16-bit inputs with 8
+//! columns' pairs of weights widened from bytes (`vpmovsxbw`); a tile of up to 6 rows shares every weight
+//! load.
 //!
 //! [`Packing::Pairs`]: super::Packing::Pairs
 

@@ -9,8 +9,8 @@
 //! - [`vnni`] (`Packing::Quads`): AVX-512 `vpdpbusd` on bytes, four inputs per lane, accumulation included.
 //!
 //! Both compute the same exact integer sums per activation block and the same float steps in the same
-//! order, so their outputs are bit for bit equal (tested). The [`super::q8`] kernel cannot serve many rows: its quad layout
-//! folds each block's sums horizontally, cheap for one row and dominant for a thousand.
+//! order, so their outputs are bit for bit equal (tested). The [`super::q8`] kernel cannot serve many rows:
+//! its quad layout folds each block's sums horizontally, cheap for one row and dominant for a thousand.
 //!
 //! Layout: output columns in panels of 16; for each panel and 32-input block, 32 bytes per group of inputs
 //! (`Pairs`: 2 inputs × 16 columns, columns 0–7 then 8–15, each column's 2 inputs side by side; `Quads`:
@@ -98,6 +98,11 @@ impl Packing {
         }
     }
 
+    /// Where input `i` of a row sits, for panel column `col`, in the panel's bytes.
+    fn panel_offset(self, i: usize, col: usize) -> usize {
+        (i / BLOCK) * PANEL_BLOCK_BYTES + self.slot(i % BLOCK, col)
+    }
+
     /// Where input `i` of a block sits, for panel column `col`, in the panel's block bytes.
     fn slot(self, i: usize, col: usize) -> usize {
         let g = self.group();
@@ -139,15 +144,10 @@ fn avx2_available() -> bool {
     crate::nn::single_query::avx2_available()
 }
 
-/// Q8_0's rounding of one block of 32 ([`quantize_block_scalar`]) with the values widened to i16, through the
-/// vectorised form where the CPU has it.
-pub(crate) fn quantize_block_wide(x: &[f32], q: &mut [i16; BLOCK]) -> f32 {
-    quantize_wide(x, q)
-}
-
-/// Q8_0's rounding rule over all of `x` (a multiple of 32 values) under one scale, the values widened to
-/// i16 into `q` (as long as `x`); returns the scale.
-fn quantize_wide(x: &[f32], q: &mut [i16]) -> f32 {
+/// Q8_0's rounding rule ([`quantize_block_scalar`]) over all of `x` (a multiple of 32 values) under one
+/// scale, the values widened to i16 into `q` (as long as `x`), through the vectorised form where the CPU
+/// has it; returns the scale.
+pub(crate) fn quantize_wide(x: &[f32], q: &mut [i16]) -> f32 {
     assert!(
         x.len().is_multiple_of(BLOCK) && q.len() == x.len(),
         "whole blocks"
@@ -247,9 +247,8 @@ impl W8Matrix {
                     // Q8_0's rule over the whole row: one scale per output channel.
                     *d = quantize_wide(&w[(p * PANEL + col) * inp..][..inp], &mut row_q);
                     for (i, &q) in row_q.iter().enumerate() {
-                        let block = &mut qs[(i / BLOCK) * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
                         // |q| ≤ 127 by construction.
-                        block[packing.slot(i % BLOCK, col)] = q as i8;
+                        qs[packing.panel_offset(i, col)] = q as i8;
                     }
                 }
             });
@@ -302,9 +301,7 @@ impl W8Matrix {
     /// The integer weight of output `o`, input `i`.
     fn weight_q(&self, o: usize, i: usize) -> i8 {
         let (p, col) = (o / PANEL, o % PANEL);
-        self.qs[p * self.inp * PANEL
-            + (i / BLOCK) * PANEL_BLOCK_BYTES
-            + self.packing.slot(i % BLOCK, col)]
+        self.qs[p * self.inp * PANEL + self.packing.panel_offset(i, col)]
     }
 
     /// The dense `(out, in)` matrix the 8-bit weights stand for.
