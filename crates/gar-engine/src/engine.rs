@@ -25,8 +25,8 @@ pub struct EngineOptions {
     pub processor: ProcessorOptions,
     /// Quantization of the language model's linears (`Quant::None` = reference-exact).
     pub quant: Quant,
-    /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; not
-    /// reference-exact).
+    /// Run the vision tower's and the projector's linears with 8-bit weights and activations (CPU with
+    /// AVX2; not reference-exact).
     pub vision_int8: bool,
     /// Run the attention products (vision tower and prefill) on bf16 operands, f32 sums (CPU with AVX-512
     /// BF16; elsewhere a no-op; not reference-exact).

@@ -1,6 +1,8 @@
 //! Vision-tower features with the block linears on `nn::w8a8` (8-bit weights and activations) against f32,
 //! on a checkpoint's vision tower and a deterministic tile: cosine and relative error of the last hidden
-//! state, and the time of each; then the same with bf16 attention products added (the fast CPU mode).
+//! state, and the time of each; then the same with bf16 attention products added (the fast CPU mode), and
+//! last the projector's output (before pooling) of the fast mode (int8 projector on the fast tower's
+//! features) against the f32 projector on the f32 features.
 //!
 //! `cargo run --release -p gar-models --example w8a8_vision_accuracy -- DIR [TILES]`
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 use gar_models::nn::attention::Products;
+use gar_models::projector::Projector;
 use gar_models::vision::VisionTower;
 use gar_models::weights::Checkpoint;
 use gar_models::GarConfig;
@@ -28,6 +31,7 @@ fn main() -> Result<()> {
     } else {
         vb.pp(&cfg.weight_prefix)
     };
+    let projector_vb = vb.pp("model").pp("multi_modal_projector");
     let vb = vb.pp("model").pp("vision_tower").pp("timm_model");
     let (h, w) = cfg.vision.img_size;
     // A smooth deterministic image in [-1, 1] (random noise would make every patch alike).
@@ -57,8 +61,26 @@ fn main() -> Result<()> {
     let fast = quant.forward(&pixels, None)?;
     let fast_s = t.elapsed().as_secs_f64();
     let (fcos, fworst, ferr) = compare(&want, &fast)?;
+    let patches = |x: &Tensor| -> Result<Tensor> {
+        let n = x.dim(1)?;
+        let prefix = cfg.vision.num_prefix_tokens();
+        x.narrow(1, prefix, n - prefix)
+    };
+    let new_projector = || {
+        Projector::new(
+            cfg.vision.embed_dim,
+            cfg.text.hidden_size,
+            cfg.projector_pooling_ratio,
+            projector_vb.clone(),
+        )
+    };
+    let want_proj = new_projector()?.project(&patches(&want)?)?;
+    let mut quant_projector = new_projector()?;
+    let projector_converted = quant_projector.quantize_w8a8()?;
+    let fast_proj = quant_projector.project(&patches(&fast)?)?;
+    let (pcos, pworst, perr) = compare(&want_proj, &fast_proj)?;
     println!(
-        "{{\"tiles\":{tiles},\"converted_linears\":{converted},\"cosine\":{cos},\"worst_token_cosine\":{worst},\"relative_error\":{err},\"f32_s\":{dense_s},\"w8a8_s\":{quant_s},\"bf16_attention\":{bf16},\"w8a8_bf16_attention\":{{\"cosine\":{fcos},\"worst_token_cosine\":{fworst},\"relative_error\":{ferr},\"s\":{fast_s}}}}}"
+        "{{\"tiles\":{tiles},\"converted_linears\":{converted},\"cosine\":{cos},\"worst_token_cosine\":{worst},\"relative_error\":{err},\"f32_s\":{dense_s},\"w8a8_s\":{quant_s},\"bf16_attention\":{bf16},\"w8a8_bf16_attention\":{{\"cosine\":{fcos},\"worst_token_cosine\":{fworst},\"relative_error\":{ferr},\"s\":{fast_s}}},\"projector\":{{\"converted_linears\":{projector_converted},\"cosine\":{pcos},\"worst_token_cosine\":{pworst},\"relative_error\":{perr}}}}}"
     );
     Ok(())
 }

@@ -168,11 +168,12 @@ impl GarModel {
         Ok((model, report))
     }
 
-    /// Runs the vision tower's block linears with 8-bit weights and activations ([`crate::nn::w8a8`]; CPU
-    /// with AVX2 only, other layers stay dense). Not reference-exact: see docs/performance.md for the measured
-    /// feature cosine. Returns how many layers were converted (0 where the kernel does not apply).
+    /// Runs the vision tower's block linears and the projector's two linears with 8-bit weights and
+    /// activations ([`crate::nn::w8a8`]; CPU with AVX2 only, the patch convolutions stay dense). Not
+    /// reference-exact: see docs/performance.md for the measured feature cosine. Returns how many layers
+    /// were converted (0 where the kernel does not apply).
     pub fn quantize_vision_w8a8(&mut self) -> Result<usize> {
-        self.vision_tower.quantize_w8a8()
+        Ok(self.vision_tower.quantize_w8a8()? + self.projector.quantize_w8a8()?)
     }
 
     /// Runs both attention products of the vision tower and the decoder on bf16 operands

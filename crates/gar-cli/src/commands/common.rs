@@ -40,8 +40,9 @@ pub struct ModelArgs {
     /// smaller memory, not token-exact (see docs/performance.md for measured agreement).
     #[arg(long, env = "GAR_QUANT", default_value = "none")]
     pub quant: String,
-    /// Run the vision tower's linears with 8-bit weights and activations (CPU with AVX2; elsewhere a no-op):
-    /// faster image encoding, not reference-exact (see docs/performance.md for the measured feature cosine).
+    /// Run the vision tower's and the projector's linears with 8-bit weights and activations (CPU with AVX2;
+    /// elsewhere a no-op): faster image encoding, not reference-exact (see docs/performance.md for the
+    /// measured feature cosine).
     /// Env `GAR_VISION_INT8`: anything but empty, 0, false, no or off turns it on.
     #[arg(long, env = "GAR_VISION_INT8", value_parser = clap::builder::FalseyValueParser::new())]
     pub vision_int8: bool,

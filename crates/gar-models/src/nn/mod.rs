@@ -14,6 +14,7 @@ pub mod quant;
 pub mod rope;
 pub mod single_query;
 pub mod vmath;
+pub mod vmath512;
 pub mod w8a8;
 
 use std::sync::Arc;
@@ -167,8 +168,85 @@ impl Linear {
     }
 }
 
+/// Element-wise steps after a linear layer's bias ([`Linear::forward_then`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Then<'a> {
+    /// GELU (erf form, [`fused::gelu_erf`]) of the output.
+    pub gelu: bool,
+    /// `residual + y · gamma` (`residual + y` without `gamma`, [`fused::add_scaled`]); `residual` is shaped
+    /// as the output, `gamma` is `(out)`.
+    pub residual: Option<(&'a Tensor, Option<&'a Tensor>)>,
+}
+
+impl Linear {
+    /// `then` applied to [`Module::forward`]'s output: fused into the product's store for an 8-bit layer
+    /// ([`w8a8::Epilogue`], same values), as separate ops otherwise.
+    pub fn forward_then(&self, x: &Tensor, then: Then) -> Result<Tensor> {
+        if let Some(y) = self.fused_w8a8(x, then)? {
+            return Ok(y);
+        }
+        let mut y = self.forward(x)?;
+        if then.gelu {
+            y = fused::gelu_erf(&y)?;
+        }
+        if let Some((residual, gamma)) = then.residual {
+            y = fused::add_scaled(residual, &y, gamma)?;
+        }
+        Ok(y)
+    }
+
+    /// The [`w8a8`] product with the bias and `then` applied in its store, for an f32 input on the CPU
+    /// outside autograd and f32 operands of the right shapes; `None` otherwise.
+    fn fused_w8a8(&self, x: &Tensor, then: Then) -> Result<Option<Tensor>> {
+        let Some(Quantized::W8A8(q)) = self.quantized.as_deref() else {
+            return Ok(None);
+        };
+        let (in_dim, out_dim) = (q.cols(), q.rows());
+        let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu() && !t.track_op();
+        let mut out_dims = x.dims().to_vec();
+        if !f32_cpu(x) || out_dims.pop() != Some(in_dim) {
+            return Ok(None);
+        }
+        out_dims.push(out_dim);
+        if let Some((residual, gamma)) = then.residual {
+            let gamma_fits = gamma.is_none_or(|g| f32_cpu(g) && g.dims() == [out_dim]);
+            if !(f32_cpu(residual) && residual.dims() == out_dims && gamma_fits) {
+                return Ok(None);
+            }
+        }
+        let to_vec = |t: Option<&Tensor>| -> Result<Option<Vec<f32>>> {
+            t.map(|t| t.to_dtype(DType::F32)?.to_vec1()).transpose()
+        };
+        let bias = to_vec(self.bias.as_ref())?;
+        let gamma = to_vec(then.residual.and_then(|(_, g)| g))?;
+        let residual = then.residual.map(|(r, _)| r.contiguous()).transpose()?;
+        let rows = x.elem_count() / in_dim;
+        let xf = x.reshape((rows, in_dim))?.contiguous()?;
+        let epilogue = w8a8::Epilogue {
+            bias: bias.as_deref(),
+            gelu: then.gelu,
+            residual: None,
+            gamma: gamma.as_deref(),
+        };
+        let y = with_cpu_f32(&xf, |xs| match &residual {
+            Some(r) => with_cpu_f32(r, |rs| {
+                let epilogue = w8a8::Epilogue {
+                    residual: Some(rs),
+                    ..epilogue
+                };
+                q.matmul_then(xs, rows, &epilogue)
+            }),
+            None => Ok(q.matmul_then(xs, rows, &epilogue)),
+        })??;
+        Ok(Some(Tensor::from_vec(y, out_dims, x.device())?))
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.fused_w8a8(x, Then::default())? {
+            return Ok(y);
+        }
         // Flatten leading dims into one matrix so a single GEMM runs against the (transposed, strided) weight.
         let dims = x.dims();
         let Some(&in_dim) = dims.last() else {

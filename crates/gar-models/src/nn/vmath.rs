@@ -94,8 +94,8 @@ fn exp_cephes(x: f32) -> f32 {
 
 /// Abramowitz & Stegun 7.1.26: erf(z) ≈ sign(z) · (1 − t·(a₁ + t·(a₂ + t·(a₃ + t·(a₄ + t·a₅)))) · e^(−z²)),
 /// t = 1 / (1 + p·|z|).
-const ERF_P: f32 = 0.327_591_1;
-const ERF_A: [f32; 5] = [
+pub(crate) const ERF_P: f32 = 0.327_591_1;
+pub(crate) const ERF_A: [f32; 5] = [
     0.254_829_6,
     -0.284_496_74,
     1.421_413_7,
@@ -367,7 +367,7 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn vector_path() -> bool {
@@ -418,17 +418,23 @@ mod tests {
         assert!(((got - want) / want).abs() < 1e-5, "sum {got} vs {want}");
     }
 
-    #[test]
-    fn gelu_stays_within_the_erf_approximation_error() {
+    /// `steps + 1` arguments over [−20, 20] plus edge cases, and candle's exact-form GELU of each.
+    pub(crate) fn gelu_cases(steps: usize) -> (Vec<f32>, Vec<f32>) {
         use candle_core::{Device, Tensor};
-        let xs: Vec<f32> = (0..400_001)
-            .map(|i| -20.0 + 40.0 * i as f32 / 400_000.0)
+        let xs: Vec<f32> = (0..=steps)
+            .map(|i| -20.0 + 40.0 * i as f32 / steps as f32)
             .chain([0.0, -0.0, 1e-20, -1e-20, 50.0, -50.0, 1e4, -1e4])
             .collect();
         let want: Vec<f32> = Tensor::new(xs.as_slice(), &Device::Cpu)
             .and_then(|t| t.gelu_erf())
             .and_then(|t| t.to_vec1())
             .expect("candle gelu_erf");
+        (xs, want)
+    }
+
+    #[test]
+    fn gelu_stays_within_the_erf_approximation_error() {
+        let (xs, want) = gelu_cases(400_000);
         let mut got = vec![0f32; xs.len()];
         gelu_erf(&xs, &mut got);
         let mut worst = 0f32;

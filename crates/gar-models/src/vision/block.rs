@@ -8,10 +8,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::VisionConfig;
 use crate::nn::attention::{attention_with, Products};
-use crate::nn::fused::{add_scaled, gelu_erf};
 use crate::nn::norm::LayerNorm;
 use crate::nn::rope::VisionRope;
-use crate::nn::Linear;
+use crate::nn::{Linear, Then};
 
 /// timm `AttentionRope`: fused qkv, RoPE on q and k of the patch tokens only (prefix tokens such as the CLS are
 /// left unrotated), bidirectional SDPA, output projection.
@@ -49,21 +48,48 @@ impl Attention {
         Tensor::cat(&[&prefix, &patches], 2)
     }
 
+    /// `residual + γ · attn(x)` (`residual + attn(x)` without γ), the residual step fused into the output
+    /// projection where it can be.
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        rope: &VisionRope,
+        residual: &Tensor,
+        gamma: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let y = self.heads(x, rope)?;
+        self.proj.forward_then(
+            &y,
+            Then {
+                residual: Some((residual, gamma)),
+                ..Then::default()
+            },
+        )
+    }
+
     pub fn forward(&self, x: &Tensor, rope: &VisionRope) -> Result<Tensor> {
+        self.proj.forward(&self.heads(x, rope)?)
+    }
+
+    /// Everything before the output projection: `(b, n, c)` of concatenated head outputs.
+    fn heads(&self, x: &Tensor, rope: &VisionRope) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
+        let fused = self.qkv.forward(x)?;
         // (b, n, 3·c) → (3, b, heads, n, hd), as `reshape(B, N, 3, H, -1).permute(2, 0, 3, 1, 4)`.
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = fused
             .reshape((b, n, 3, self.num_heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?;
-        let q = self.rotate(&qkv.get(0)?, rope)?;
-        let k = self.rotate(&qkv.get(1)?, rope)?;
+        let (q, k) = match rope.split_rotate_qk(&fused, self.num_heads, self.num_prefix_tokens)? {
+            Some(qk) => qk,
+            None => (
+                self.rotate(&qkv.get(0)?, rope)?,
+                self.rotate(&qkv.get(1)?, rope)?,
+            ),
+        };
         let v = qkv.get(2)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = attention_with(&q, &k, &v, scale, false, self.products)?;
-        let y = y.transpose(1, 2)?.reshape((b, n, c))?;
-        self.proj.forward(&y)
+        y.transpose(1, 2)?.reshape((b, n, c))
     }
 }
 
@@ -81,12 +107,39 @@ impl Mlp {
             fc2: Linear::new(cfg.mlp_hidden, cfg.embed_dim, true, vb.pp("fc2"))?,
         })
     }
+
+    /// `residual + γ · mlp(x)` (`residual + mlp(x)` without γ), the GELU and the residual step fused into
+    /// the linears where they can be.
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        gamma: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.fc2.forward_then(
+            &self.hidden(x)?,
+            Then {
+                residual: Some((residual, gamma)),
+                ..Then::default()
+            },
+        )
+    }
+
+    /// `GELU(fc1(x))`: `nn.GELU()` defaults to the exact (erf) form (multi-threaded on CPU, same values).
+    fn hidden(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc1.forward_then(
+            x,
+            Then {
+                gelu: true,
+                ..Then::default()
+            },
+        )
+    }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // `nn.GELU()` default is the exact (erf) form (multi-threaded on CPU, same values).
-        self.fc2.forward(&gelu_erf(&self.fc1.forward(x)?)?)
+        self.fc2.forward(&self.hidden(x)?)
     }
 }
 
@@ -146,10 +199,63 @@ impl Block {
 
     /// The residual stream after the attention half and after the whole block (for parity tests).
     pub fn forward_parts(&self, x: &Tensor, rope: &VisionRope) -> Result<(Tensor, Tensor)> {
-        let a = self.attn.forward(&self.norm1.forward(x)?, rope)?;
-        let x = add_scaled(x, &a, self.gamma_1.as_ref())?;
-        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        let out = add_scaled(&x, &m, self.gamma_2.as_ref())?;
+        let x =
+            self.attn
+                .forward_residual(&self.norm1.forward(x)?, rope, x, self.gamma_1.as_ref())?;
+        let out = self
+            .mlp
+            .forward_residual(&self.norm2.forward(&x)?, &x, self.gamma_2.as_ref())?;
         Ok((x, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::BTreeMap;
+
+    /// The one-pass split and rotation of q and k gives bit for bit the composed ops' tensors, with and
+    /// without a class token, for several tiles at once.
+    #[test]
+    fn fused_qk_split_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        for arch in [
+            "vit_pe_core_large_patch14_336",
+            "vit_pe_core_gigantic_patch14_448",
+        ] {
+            let mut args = BTreeMap::new();
+            args.insert("embed_dim".to_string(), serde_json::json!(128));
+            args.insert("num_heads".to_string(), serde_json::json!(4));
+            args.insert("img_size".to_string(), serde_json::json!(112));
+            let cfg = VisionConfig::from_timm(arch, &args, None).expect("config");
+            let attn = Attention::new(&cfg, VarBuilder::zeros(DType::F32, &dev))?;
+            let rope = VisionRope::new(&cfg, &dev)?;
+            let (rows, cols) = cfg.grid();
+            let n = rows * cols + cfg.num_prefix_tokens();
+            let (heads, hd) = (cfg.num_heads, cfg.head_dim());
+            let fused = Tensor::randn(0f32, 1., (3, n, 3 * heads * hd), &dev)?;
+            let split = fused
+                .reshape((3, n, 3, heads, hd))?
+                .permute((2, 0, 3, 1, 4))?;
+            let (q, k) = rope
+                .split_rotate_qk(&fused, heads, cfg.num_prefix_tokens())?
+                .expect("the CPU f32 path applies");
+            for (got, part) in [(q, 0), (k, 1)] {
+                let want = attn.rotate(&split.get(part)?, &rope)?;
+                assert_eq!(got.dims(), want.dims());
+                let (got, want) = (
+                    got.flatten_all()?.to_vec1::<f32>()?,
+                    want.flatten_all()?.to_vec1::<f32>()?,
+                );
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{arch}: part {part} differs"
+                );
+            }
+        }
+        Ok(())
     }
 }

@@ -7,8 +7,9 @@
 //!
 //! (Pairs are `u32` with the first bf16 in the low half: a bf16 row viewed as `u32` on a little-endian CPU.)
 
-use super::{exp_row, Rows, Task, KEY_CHUNK};
+use super::{Rows, Task, KEY_CHUNK};
 use crate::nn::bf16_tiles::{self, TILE_COLS, TILE_ROWS};
+use crate::nn::vmath;
 
 /// Whether the bf16 products serve a head width `d` on this CPU.
 pub(super) fn applies(d: usize) -> bool {
@@ -105,18 +106,19 @@ impl Task {
                 }
             }
         }
-        // Unnormalised probabilities in f32, then as bf16 rows; an odd key count gets a zero partner.
+        // Unnormalised probabilities straight into bf16 rows, zero on masked keys and on an odd key count's
+        // partner.
         let even_keys = keys.next_multiple_of(2);
         let sums: Vec<f32> = scores
-            .chunks_mut(width)
+            .chunks(width)
             .zip(probs.chunks_exact_mut(half_w))
             .enumerate()
             .map(|(i, (row, p))| {
                 let visible = self.first_visible.map_or(keys, |f| (f + i).min(keys));
-                let sum = exp_row(&mut row[..keys], visible, self.scale);
-                row[keys..even_keys].fill(0.0);
-                bf16_tiles::convert(&row[..even_keys], &mut halves(p)[..even_keys]);
-                sum
+                let (seen, rest) = halves(p)[..even_keys].split_at_mut(visible);
+                rest.fill(0);
+                let max = vmath::max_of(&row[..visible]);
+                bf16_tiles::exp_to_bf16(&row[..visible], self.scale, max * self.scale, seen)
             })
             .collect();
         // Values: out (rows × d) = probabilities · V, a chunk of keys at a time.

@@ -39,6 +39,8 @@ use crate::nn::q8::quantize_block_scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod epilogue;
+pub use epilogue::Epilogue;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
@@ -328,12 +330,38 @@ impl W8Matrix {
             "W8Matrix::matmul: this CPU has no kernel for {:?}",
             self.packing
         );
-        self.run(x, m)
+        self.run(x, m, &Epilogue::default())
+    }
+
+    /// [`Self::matmul`] followed by `epilogue`'s element-wise steps, applied to each tile as it is stored.
+    ///
+    /// # Panics
+    /// As [`Self::matmul`], and when the epilogue's slices do not fit an `(m, out)` result.
+    pub fn matmul_then(&self, x: &[f32], m: usize, epilogue: &Epilogue) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
+        assert!(
+            self.packing.runs_here(),
+            "W8Matrix::matmul_then: this CPU has no kernel for {:?}",
+            self.packing
+        );
+        assert!(
+            epilogue.fits(m, self.out),
+            "W8Matrix::matmul_then: the epilogue does not fit a ({m}, {}) result",
+            self.out
+        );
+        self.run(x, m, epilogue)
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn run(&self, x: &[f32], m: usize) -> Vec<f32> {
+    fn run(&self, x: &[f32], m: usize, epilogue: &Epilogue) -> Vec<f32> {
         let (inp, out, ab) = (self.inp, self.out, self.act_block);
+        let finish = |c: *mut f32, r0: usize, rows: usize, p: usize| {
+            if !epilogue.is_empty() {
+                // SAFETY: `c` is the tile the kernel has just stored (see `for_each_tile`), and `matmul_then`
+                // checked that the epilogue fits the result.
+                unsafe { epilogue.apply(c, out, r0, rows, p) }
+            }
+        };
         let nab = inp / ab;
         match self.packing {
             Packing::Pairs => {
@@ -356,7 +384,8 @@ impl W8Matrix {
                             c,
                             out,
                         )
-                    }
+                    };
+                    finish(c, r0, rows, p);
                 })
             }
             Packing::Quads => {
@@ -378,14 +407,15 @@ impl W8Matrix {
                             c,
                             out,
                         )
-                    }
+                    };
+                    finish(c, r0, rows, p);
                 })
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn run(&self, _: &[f32], _: usize) -> Vec<f32> {
+    fn run(&self, _: &[f32], _: usize, _: &Epilogue) -> Vec<f32> {
         unreachable!("matmul checks for a kernel first")
     }
 
