@@ -117,10 +117,14 @@ mod kernels {
         whole
     }
 
-    /// `exp(x · scale − shift)` of 16 lanes as `2^(x · a + b)`, `a = scale · log₂e`, `b = −shift · log₂e`.
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512, a: __m512, b: __m512) -> __m512 {
-        crate::nn::vmath512::kernels::pow2(_mm512_fmadd_ps(x, a, b))
+    /// `exp(x · scale − shift)` of 16 lanes as `2^(x · a + b)` (`a = scale · log₂e`, `b = −shift · log₂e`),
+    /// added to `sum` and returned as 16 bf16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn exp_step(x: __m512, a: __m512, b: __m512, sum: &mut __m512) -> __m256i {
+        let e = crate::nn::vmath512::kernels::pow2(_mm512_fmadd_ps(x, a, b));
+        *sum = _mm512_add_ps(*sum, e);
+        // SAFETY: both types are 256 bits of plain data.
+        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)) }
     }
 
     /// See [`super::exp_to_bf16`].
@@ -141,9 +145,7 @@ mod kernels {
         let whole = n / 16 * 16;
         for i in (0..whole).step_by(16) {
             unsafe {
-                let e = exp16(_mm512_loadu_ps(src.add(i)), a, b);
-                sum = _mm512_add_ps(sum, e);
-                let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
+                let h = exp_step(_mm512_loadu_ps(src.add(i)), a, b, &mut sum);
                 _mm256_storeu_si256(dst.add(i) as *mut __m256i, h);
             }
         }
@@ -153,9 +155,7 @@ mod kernels {
             let mut h = [0u16; 16];
             unsafe {
                 std::ptr::copy_nonoverlapping(src.add(whole), x.as_mut_ptr(), n - whole);
-                let e = exp16(_mm512_loadu_ps(x.as_ptr()), a, b);
-                sum = _mm512_add_ps(sum, e);
-                let v = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
+                let v = exp_step(_mm512_loadu_ps(x.as_ptr()), a, b, &mut sum);
                 _mm256_storeu_si256(h.as_mut_ptr() as *mut __m256i, v);
                 std::ptr::copy_nonoverlapping(h.as_ptr(), dst.add(whole), n - whole);
             }

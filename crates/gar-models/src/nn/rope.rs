@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, VisionConfig};
+use crate::nn::with_cpu_f32;
 
 /// `base ** (i / n)` for an f32 exponent: torch evaluates `pow(scalar, f32 tensor)` in f32; computing in f64
 /// and rounding once gives the correctly rounded value, which is what libm/Sleef return in practice.
@@ -164,56 +165,79 @@ impl VisionRope {
         if !qkv.device().is_cpu()
             || qkv.dtype() != DType::F32
             || qkv.track_op()
+            || !qkv.is_contiguous()
             || width != 3 * heads * hd
             || n != prefix + patches
         {
             return Ok(None);
         }
-        let (storage, layout) = qkv.storage_and_layout();
-        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &*storage else {
-            return Ok(None);
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            return Ok(None);
-        };
-        let src = &data[start..end];
-        let cos = self.cos.flatten_all()?.to_vec1::<f32>()?;
-        let sin = self.sin.flatten_all()?.to_vec1::<f32>()?;
         let c = heads * hd;
         let mut q = vec![0f32; b * n * c];
         let mut k = vec![0f32; b * n * c];
-        // One task per (tensor, tile, head): `n · head_dim` outputs, contiguous in the result.
-        q.par_chunks_mut(n * hd)
-            .map(|dst| (0, dst))
-            .chain(k.par_chunks_mut(n * hd).map(|dst| (1, dst)))
-            .enumerate()
-            .for_each(|(task, (which, dst))| {
-                let (tile, head) = ((task / heads) % b, task % heads);
-                for (t, out) in dst.chunks_exact_mut(hd).enumerate() {
-                    let from = &src[(tile * n + t) * width + which * c + head * hd..][..hd];
-                    if t < prefix {
-                        out.copy_from_slice(from);
-                        continue;
-                    }
-                    let angles = (t - prefix) * half;
-                    let (cos, sin) = (&cos[angles..][..half], &sin[angles..][..half]);
-                    for (i, (o, x)) in out
-                        .chunks_exact_mut(2)
-                        .zip(from.chunks_exact(2))
-                        .enumerate()
-                    {
-                        // candle's `rope_i` expressions, so the values are bit-identical.
-                        o[0] = x[0] * cos[i] - x[1] * sin[i];
-                        o[1] = x[0] * sin[i] + x[1] * cos[i];
-                    }
-                }
-            });
+        // The tables are contiguous f32 on the qkv's device too (built so in `new`).
+        let shape = QkShape {
+            tiles: b,
+            tokens: n,
+            heads,
+            head_dim: hd,
+            prefix,
+        };
+        with_cpu_f32(qkv, |src| {
+            with_cpu_f32(&self.cos, |cos| {
+                with_cpu_f32(&self.sin, |sin| {
+                    split_rotate(src, cos, sin, shape, &mut q, &mut k)
+                })
+            })
+        })???;
         let dev = qkv.device();
         Ok(Some((
             Tensor::from_vec(q, (b, heads, n, hd), dev)?,
             Tensor::from_vec(k, (b, heads, n, hd), dev)?,
         )))
     }
+}
+
+/// Sizes of [`VisionRope::split_rotate_qk`]'s operands.
+#[derive(Clone, Copy)]
+struct QkShape {
+    tiles: usize,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    prefix: usize,
+}
+
+/// The kernel of [`VisionRope::split_rotate_qk`]: `src` is the fused qkv rows, `cos`/`sin` the
+/// `(patches, head_dim / 2)` tables, `q`/`k` the `(tiles, heads, tokens, head_dim)` outputs.
+fn split_rotate(src: &[f32], cos: &[f32], sin: &[f32], s: QkShape, q: &mut [f32], k: &mut [f32]) {
+    let (hd, half, c) = (s.head_dim, s.head_dim / 2, s.heads * s.head_dim);
+    let width = 3 * c;
+    // One task per (tensor, tile, head): `tokens · head_dim` outputs, contiguous in the result.
+    q.par_chunks_mut(s.tokens * hd)
+        .map(|dst| (0, dst))
+        .chain(k.par_chunks_mut(s.tokens * hd).map(|dst| (1, dst)))
+        .enumerate()
+        .for_each(|(task, (which, dst))| {
+            let (tile, head) = ((task / s.heads) % s.tiles, task % s.heads);
+            for (t, out) in dst.chunks_exact_mut(hd).enumerate() {
+                let from = &src[(tile * s.tokens + t) * width + which * c + head * hd..][..hd];
+                if t < s.prefix {
+                    out.copy_from_slice(from);
+                    continue;
+                }
+                let angles = (t - s.prefix) * half;
+                let (cos, sin) = (&cos[angles..][..half], &sin[angles..][..half]);
+                for (i, (o, x)) in out
+                    .chunks_exact_mut(2)
+                    .zip(from.chunks_exact(2))
+                    .enumerate()
+                {
+                    // candle's `rope_i` expressions, so the values are bit-identical.
+                    o[0] = x[0] * cos[i] - x[1] * sin[i];
+                    o[1] = x[0] * sin[i] + x[1] * cos[i];
+                }
+            }
+        });
 }
 
 /// timm `RotaryEmbeddingCat` / `build_rotary_pos_embed(in_pixels=False)`; returns (cos, sin, N, head_dim/2)

@@ -76,19 +76,9 @@ impl Epilogue<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::random as values;
     use super::super::{available, W8Matrix};
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        // A small LCG: deterministic values in [-2, 2).
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     /// The bias and the residual step in the store give bit for bit the separate steps' values; the GELU
     /// stays within its bound of the exact-form kernel. Row counts cover whole and partial register tiles.
@@ -101,8 +91,8 @@ mod tests {
         let w = W8Matrix::quantize(&values(out * inp, 1), out, inp).expect("quantize");
         let (bias, gamma) = (values(out, 2), values(out, 3));
         for m in [1, 7, 8, 19] {
-            let x = values(m * inp, 4 + m as u32);
-            let residual = values(m * out, 5 + m as u32);
+            let x = values(m * inp, 4 + m as u64);
+            let residual = values(m * out, 5 + m as u64);
             let plain = w.matmul(&x, m);
             let with_bias: Vec<f32> = plain
                 .iter()

@@ -324,13 +324,7 @@ impl W8Matrix {
     /// When `x` is not `m × in`, or on a CPU without the packing's kernel (check [`Packing::runs_here`];
     /// [`Self::quantize`] picks one that does).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
-        assert!(
-            self.packing.runs_here(),
-            "W8Matrix::matmul: this CPU has no kernel for {:?}",
-            self.packing
-        );
-        self.run(x, m, &Epilogue::default())
+        self.matmul_then(x, m, &Epilogue::default())
     }
 
     /// [`Self::matmul`] followed by `epilogue`'s element-wise steps, applied to each tile as it is stored.
@@ -341,7 +335,7 @@ impl W8Matrix {
         assert_eq!(x.len(), m * self.inp, "input is not (m, in)");
         assert!(
             self.packing.runs_here(),
-            "W8Matrix::matmul_then: this CPU has no kernel for {:?}",
+            "W8Matrix::matmul: this CPU has no kernel for {:?}",
             self.packing
         );
         assert!(
@@ -471,7 +465,7 @@ impl W8Matrix {
 mod tests {
     use super::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn random(n: usize, seed: u64) -> Vec<f32> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
