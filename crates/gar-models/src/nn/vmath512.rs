@@ -66,8 +66,9 @@ pub(crate) mod kernels {
 
     /// GELU of 16 lanes: `x/2 · (1 + erf(x/√2))`, erf from Abramowitz & Stegun 7.1.26 as in
     /// [`crate::nn::vmath::gelu_erf`].
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    fn gelu16(x: __m512) -> __m512 {
+    pub(crate) fn gelu16(x: __m512) -> __m512 {
         let one = _mm512_set1_ps(1.0);
         let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let a = _mm512_abs_ps(z);

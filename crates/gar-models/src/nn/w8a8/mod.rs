@@ -6,7 +6,8 @@
 //! multiply-adds issue at twice (AVX2) to four times (AVX-512 VNNI) the f32 FMA rate. Two kernels, each
 //! with its own packing of the weights, chosen once at quantization from the CPU ([`Packing::native`]):
 //! - [`avx2`] (`Packing::Pairs`): `vpmaddwd` on 16-bit lanes, two inputs per lane;
-//! - [`vnni`] (`Packing::Quads`): AVX-512 `vpdpbusd` on bytes, four inputs per lane, accumulation included.
+//! - [`vnni`] (`Packing::Quads`): AVX-512 `vpdpbusd` on bytes, four inputs per lane, accumulation included;
+//!   the activations are quantized straight into its register tiles' layout ([`vnni::pack_tile`]).
 //!
 //! Both compute the same exact integer sums per activation block and the same float steps in the same
 //! order, so their outputs are bit for bit equal (tested). The [`super::q8`] kernel cannot serve many rows:
@@ -14,7 +15,8 @@
 //!
 //! Layout: output columns in panels of 16; for each panel and 32-input block, 32 bytes per group of inputs
 //! (`Pairs`: 2 inputs × 16 columns, columns 0–7 then 8–15, each column's 2 inputs side by side; `Quads`:
-//! 4 inputs × 16 columns, each column's 4 inputs side by side); the 16 columns' f32 scales apart. A
+//! 4 inputs × 16 columns, each column's 4 inputs side by side, stored as `w + 128`); the 16 columns' f32
+//! scales apart. A
 //! register tile of several rows shares every weight load; an activation block ends with one convert and
 //! one FMA per (row, column vector) with the row's scale, and the tile's store multiplies by the columns'
 //! scales. (The round-6 AVX2 form multiplied bytes with `vpmaddubsw`, which needs the weights' signs moved
@@ -63,7 +65,7 @@ const ROW_CHUNK_BYTES: usize = 192 << 10;
 pub enum Packing {
     /// AVX2 `vpmaddwd`: groups of 2 inputs; the activations are widened to i16.
     Pairs,
-    /// AVX-512 VNNI `vpdpbusd`: groups of 4 inputs; the activations are bytes offset by 128.
+    /// AVX-512 VNNI `vpdpbusd`: groups of 4 inputs; the weights are bytes offset by 128.
     Quads,
 }
 
@@ -100,6 +102,20 @@ impl Packing {
         }
     }
 
+    /// The byte that stores weight `q`: `Quads` keeps `q + 128`, `vpdpbusd`'s unsigned operand (flipping
+    /// the sign bit adds 128).
+    fn store(self, q: i8) -> i8 {
+        match self {
+            Self::Pairs => q,
+            Self::Quads => q ^ i8::MIN,
+        }
+    }
+
+    /// The weight a stored byte stands for ([`Self::store`] undone).
+    fn load(self, byte: i8) -> i8 {
+        self.store(byte)
+    }
+
     /// Where input `i` of a row sits, for panel column `col`, in the panel's bytes.
     fn panel_offset(self, i: usize, col: usize) -> usize {
         (i / BLOCK) * PANEL_BLOCK_BYTES + self.slot(i % BLOCK, col)
@@ -123,12 +139,10 @@ pub struct W8Matrix {
     packing: Packing,
     /// Inputs per activation scale: [`ACT_BLOCK`] where it divides `inp`, else [`BLOCK`].
     act_block: usize,
+    /// The packed weights (`Quads`: the bytes of `w + 128`).
     qs: Vec<i8>,
     /// One scale per output column.
     d: Vec<f32>,
-    /// `Quads` only: `-128 · Σ w` per (panel, activation block, column), the start of each block's integer
-    /// sums.
-    offset_sums: Vec<i32>,
 }
 
 impl std::fmt::Debug for W8Matrix {
@@ -167,25 +181,6 @@ pub(crate) fn quantize_wide(x: &[f32], q: &mut [i16]) -> f32 {
     d
 }
 
-/// [`quantize_wide`] with the values offset by 128 into bytes (the `Quads` kernel's operand).
-fn quantize_offset(x: &[f32], q: &mut [u8]) -> f32 {
-    assert!(
-        x.len().is_multiple_of(BLOCK) && q.len() == x.len(),
-        "whole blocks"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if avx2_available() {
-        // SAFETY: AVX2/FMA checked; `x` and `q` hold x.len() values each.
-        return unsafe { avx2::quantize_u8(x.as_ptr(), x.len(), q.as_mut_ptr()) };
-    }
-    let mut narrow = vec![0i8; x.len()];
-    let d = quantize_block_scalar(x, &mut narrow);
-    for (q, &b) in q.iter_mut().zip(&narrow) {
-        *q = (b as u8) ^ 0x80;
-    }
-    d
-}
-
 /// Q8_0 rounding of row-major activations per block of `block` values (`x.len()` a multiple of it)
 /// through `round`, which writes one block's values and returns its scale.
 fn quantize_rows<T: Copy + Default + Send + Sync>(
@@ -211,6 +206,48 @@ fn quantize_rows<T: Copy + Default + Send + Sync>(
             .for_each(quantize);
     }
     (q, d)
+}
+
+/// The `Quads` kernel's activations: row-major rows of `inp` values quantized per block of `block` and
+/// packed per register tile ([`vnni::pack_tile`]); returns the bytes, the blocks' scales and their
+/// `-128 · Σ q`.
+#[cfg(target_arch = "x86_64")]
+fn pack_rows(x: &[f32], inp: usize, block: usize) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let (tile, nab) = (vnni::TILE_ROWS, inp / block);
+    let mut q = vec![0i8; x.len()];
+    let mut d = vec![0f32; x.len() / block];
+    let mut sums = vec![0i32; x.len() / block];
+    /// One register tile's rows: inputs, bytes, scales, sums.
+    type Tile<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
+    let pack = |((x, q), (d, sums)): Tile| {
+        // SAFETY: `matmul` checked the CPU; the chunks hold one tile's rows of inputs, bytes, scales and
+        // sums, and `block` divides `inp`.
+        unsafe {
+            vnni::pack_tile(
+                x.as_ptr(),
+                x.len() / inp,
+                inp,
+                block,
+                q.as_mut_ptr(),
+                d.as_mut_ptr(),
+                sums.as_mut_ptr(),
+            )
+        }
+    };
+    let (values, scales) = (tile * inp, tile * nab);
+    // A few rows are not worth a hand-off to the pool.
+    if x.len() >= PARALLEL_VALUES {
+        x.par_chunks(values)
+            .zip(q.par_chunks_mut(values))
+            .zip(d.par_chunks_mut(scales).zip(sums.par_chunks_mut(scales)))
+            .for_each(pack);
+    } else {
+        x.chunks(values)
+            .zip(q.chunks_mut(values))
+            .zip(d.chunks_mut(scales).zip(sums.chunks_mut(scales)))
+            .for_each(pack);
+    }
+    (q, d, sums)
 }
 
 impl W8Matrix {
@@ -250,28 +287,10 @@ impl W8Matrix {
                     *d = quantize_wide(&w[(p * PANEL + col) * inp..][..inp], &mut row_q);
                     for (i, &q) in row_q.iter().enumerate() {
                         // |q| ≤ 127 by construction.
-                        qs[packing.panel_offset(i, col)] = q as i8;
+                        qs[packing.panel_offset(i, col)] = packing.store(q as i8);
                     }
                 }
             });
-        let offset_sums = match packing {
-            Packing::Pairs => Vec::new(),
-            // Per packing block, column `col` owns bytes col·4..col·4+4 of every 64-byte group; an
-            // activation block spans act_block / 32 consecutive packing blocks.
-            Packing::Quads => qs
-                .par_chunks_exact(act_block * PANEL)
-                .flat_map_iter(|span| {
-                    (0..PANEL).map(move |col| {
-                        let sum: i32 = span
-                            .chunks_exact(PANEL * 4)
-                            .flat_map(|group| &group[col * 4..col * 4 + 4])
-                            .map(|&q| i32::from(q))
-                            .sum();
-                        -128 * sum
-                    })
-                })
-                .collect(),
-        };
         Ok(Self {
             out,
             inp,
@@ -279,7 +298,6 @@ impl W8Matrix {
             act_block,
             qs,
             d,
-            offset_sums,
         })
     }
 
@@ -303,7 +321,8 @@ impl W8Matrix {
     /// The integer weight of output `o`, input `i`.
     fn weight_q(&self, o: usize, i: usize) -> i8 {
         let (p, col) = (o / PANEL, o % PANEL);
-        self.qs[p * self.inp * PANEL + self.packing.panel_offset(i, col)]
+        self.packing
+            .load(self.qs[p * self.inp * PANEL + self.packing.panel_offset(i, col)])
     }
 
     /// The dense `(out, in)` matrix the 8-bit weights stand for.
@@ -383,26 +402,28 @@ impl W8Matrix {
                 })
             }
             Packing::Quads => {
-                let (xq, xd) = quantize_rows(x, ab, quantize_offset);
+                let (xq, xd, sums) = pack_rows(x, inp, ab);
                 self.for_each_tile(m, inp, vnni::TILE_ROWS, |r0, rows, p, c| {
-                    // SAFETY: as for `Pairs`, with AVX-512 VNNI checked and the panel's nab · 16 sums.
+                    // SAFETY: as for `Pairs`, with AVX-512 VNNI checked; row tiles start at multiples of
+                    // TILE_ROWS (see `for_each_tile`), so the tile's packed bytes start at row r0's offset.
                     unsafe {
                         vnni::tile(
+                            epilogue,
+                            r0,
+                            p * PANEL,
                             rows,
                             nab,
                             ab,
                             xq[r0 * inp..].as_ptr(),
-                            inp,
                             xd[r0 * nab..].as_ptr(),
+                            sums[r0 * nab..].as_ptr(),
                             nab,
                             self.qs[p * inp * PANEL..].as_ptr(),
-                            self.offset_sums[p * nab * PANEL..].as_ptr(),
                             self.d[p * PANEL..].as_ptr(),
                             c,
                             out,
                         )
                     };
-                    finish(c, r0, rows, p);
                 })
             }
         }
