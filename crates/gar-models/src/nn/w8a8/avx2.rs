@@ -1,4 +1,4 @@
-//! The AVX2 kernels: Q8_0 rounding of activation blocks and weight rows (for both packings) and the
+//! The AVX2 kernels: Q8_0 rounding of activation blocks (for this packing) and weight rows (for both) and the
 //! [`Packing::Pairs`] product, where `vpmaddwd` multiplies a row's broadcast pair of 16-bit inputs with 8
 //! columns' pairs of weights widened from bytes (`vpmovsxbw`); a tile of up to 6 rows shares every weight
 //! load.
@@ -77,30 +77,6 @@ pub unsafe fn quantize_i16(x: *const f32, n: usize, q: *mut i16) -> f32 {
             let p = _mm256_permute4x64_epi64(_mm256_packs_epi32(pair[0], pair[1]), 0b11_01_10_00);
             unsafe { _mm256_storeu_si256(q.add(at + 16 * k) as *mut __m256i, p) };
         }
-    }
-    d
-}
-
-/// Q8_0's rounding of `n` values (`n` a multiple of 32) under one scale, written offset by 128 as bytes
-/// (`q + 128` in 1..=255, the `Quads` kernel's unsigned operand); returns the scale.
-///
-/// # Safety
-/// AVX2 and FMA available; `x` holds `n` readable floats, `q` `n` writable bytes.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize_u8(x: *const f32, n: usize, q: *mut u8) -> f32 {
-    let (d, inv) = scale_and_inverse(unsafe { abs_max(x, n) });
-    for at in (0..n).step_by(BLOCK) {
-        let i = unsafe { round_scaled(x.add(at), inv) };
-        // Two packs leave, per 128-bit half, four values of each source vector in turn: dword k of the low
-        // half holds i[k]'s values 0–3, of the high half its values 4–7; the permute restores the order.
-        let bytes = _mm256_packs_epi16(
-            _mm256_packs_epi32(i[0], i[1]),
-            _mm256_packs_epi32(i[2], i[3]),
-        );
-        let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        // |q| ≤ 127, so flipping the sign bit is adding 128.
-        let offset = _mm256_xor_si256(ordered, _mm256_set1_epi8(i8::MIN));
-        unsafe { _mm256_storeu_si256(q.add(at) as *mut __m256i, offset) };
     }
     d
 }

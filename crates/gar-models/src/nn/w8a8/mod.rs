@@ -402,7 +402,16 @@ impl W8Matrix {
                 })
             }
             Packing::Quads => {
+                let t0 = std::time::Instant::now();
                 let (xq, xd, sums) = pack_rows(x, inp, ab);
+                if std::env::var("GAR_QPROF").is_ok() {
+                    eprintln!(
+                        "pack {}x{} {:.3} ms",
+                        m,
+                        inp,
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                }
                 self.for_each_tile(m, inp, vnni::TILE_ROWS, |r0, rows, p, c| {
                     // SAFETY: as for `Pairs`, with AVX-512 VNNI checked; row tiles start at multiples of
                     // TILE_ROWS (see `for_each_tile`), so the tile's packed bytes start at row r0's offset.
@@ -561,26 +570,77 @@ mod tests {
             let n = x.len();
             let mut want = vec![0i8; n];
             let dw = quantize_block_scalar(x, &mut want);
-            let (mut got, mut got8) = (vec![0i16; n], vec![0u8; n]);
+            let mut got = vec![0i16; n];
             // SAFETY: AVX2 checked above; the buffers hold n values.
-            let (dg, dg8) = unsafe {
-                (
-                    avx2::quantize_i16(x.as_ptr(), n, got.as_mut_ptr()),
-                    avx2::quantize_u8(x.as_ptr(), n, got8.as_mut_ptr()),
-                )
-            };
+            let dg = unsafe { avx2::quantize_i16(x.as_ptr(), n, got.as_mut_ptr()) };
             assert_eq!(dg.to_bits(), dw.to_bits());
-            assert_eq!(dg8.to_bits(), dw.to_bits());
             assert!(
                 got.iter().zip(&want).all(|(&g, &w)| g == i16::from(w)),
                 "{x:?}"
             );
-            assert!(
-                got8.iter()
-                    .zip(&want)
-                    .all(|(&g, &w)| i32::from(g) == i32::from(w) + 128),
-                "{x:?}"
-            );
+            if Packing::Quads.runs_here() {
+                // One row of one block: the tile layout is the plain order.
+                let (mut q, mut d, mut sum) = (vec![0i8; n], [0f32], [0i32]);
+                // SAFETY: VNNI checked; one row of n inputs, bytes, one scale and one sum.
+                unsafe {
+                    vnni::pack_tile(
+                        x.as_ptr(),
+                        1,
+                        n,
+                        n,
+                        q.as_mut_ptr(),
+                        d.as_mut_ptr(),
+                        sum.as_mut_ptr(),
+                    )
+                };
+                assert_eq!(d[0].to_bits(), dw.to_bits());
+                assert_eq!(q, want, "{x:?}");
+                assert_eq!(
+                    sum[0],
+                    -128 * want.iter().map(|&q| i32::from(q)).sum::<i32>()
+                );
+            }
+        }
+    }
+
+    /// The VNNI operands of a partial register tile: every row's 4 bytes side by side per group of 4 inputs,
+    /// each row's blocks rounded on their own.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tile_packing_interleaves_the_rows_by_groups_of_four() {
+        if !Packing::Quads.runs_here() {
+            return;
+        }
+        let (rows, inp, block) = (3, 192, 64);
+        let x = random(rows * inp, 9);
+        let mut q = vec![0i8; rows * inp];
+        let (mut d, mut sums) = (vec![0f32; rows * 3], vec![0i32; rows * 3]);
+        // SAFETY: VNNI checked; 3 rows of 192 inputs, bytes, and 3 scales and sums each.
+        unsafe {
+            vnni::pack_tile(
+                x.as_ptr(),
+                rows,
+                inp,
+                block,
+                q.as_mut_ptr(),
+                d.as_mut_ptr(),
+                sums.as_mut_ptr(),
+            )
+        };
+        for r in 0..rows {
+            for b in 0..inp / block {
+                let mut want = vec![0i8; block];
+                let dw = quantize_block_scalar(&x[r * inp + b * block..][..block], &mut want);
+                assert_eq!(d[r * 3 + b].to_bits(), dw.to_bits());
+                assert_eq!(
+                    sums[r * 3 + b],
+                    -128 * want.iter().map(|&q| i32::from(q)).sum::<i32>()
+                );
+                for (k, &w) in want.iter().enumerate() {
+                    let i = b * block + k;
+                    assert_eq!(q[((i / 4) * rows + r) * 4 + i % 4], w, "row {r}, input {i}");
+                }
+            }
         }
     }
 

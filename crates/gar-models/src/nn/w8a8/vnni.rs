@@ -31,13 +31,16 @@ pub fn available() -> bool {
 }
 
 /// Quantizes `rows` (1 to [`TILE_ROWS`]) row-major rows of `inp` activations at `x` per block of
-/// `act_block` inputs (Q8_0's rule, as [`super::avx2::quantize_u8`]) into one register tile's operands:
-/// `q` (`rows · inp` bytes) holds, for each group of 4 inputs in turn, every row's 4 signed bytes; `d` and
-/// `sums` (`rows` rows of `inp / act_block` values) each block's scale and `-128 · Σ q`.
+/// `act_block` inputs (Q8_0's rule, bit for bit [`crate::nn::q8::quantize_block_scalar`]) into one register
+/// tile's operands: `q` (`rows · inp` bytes) holds, for each group of 4 inputs in turn, every row's 4
+/// signed bytes; `d` and `sums` (`rows` rows of `inp / act_block` values) each block's scale and
+/// `-128 · Σ q`. In AVX-512 (measured on a vision fc2's 1025 × 4096 input: 1.44 ms against 1.77 for
+/// the AVX2 rounding followed by scalar sums and stores).
 ///
 /// # Safety
-/// [`available`]; `act_block` 32 or 64 and dividing `inp`; `x` holds `rows · inp` readable floats, `q`
-/// `rows · inp` writable bytes, `d` and `sums` `rows · inp / act_block` writable values.
+/// [`available`]; `act_block` a multiple of 16 dividing `inp`; `x` holds `rows · inp` readable floats,
+/// `q` `rows · inp` writable bytes, `d` and `sums` `rows · inp / act_block` writable values.
+#[target_feature(enable = "avx512f")]
 pub unsafe fn pack_tile(
     x: *const f32,
     rows: usize,
@@ -48,32 +51,53 @@ pub unsafe fn pack_tile(
     sums: *mut i32,
 ) {
     let nab = inp / act_block;
-    let mut block = [0u8; 64];
+    let (half, one, sign) = (
+        _mm512_set1_ps(0.5),
+        _mm512_castps_si512(_mm512_set1_ps(1.0)),
+        _mm512_set1_epi32(i32::MIN),
+    );
     for r in 0..rows {
         for b in 0..nab {
-            let i = r * nab + b;
-            // SAFETY: AVX2 (part of `available`); the block's act_block floats and bytes are in bounds.
-            let dx = unsafe {
-                super::avx2::quantize_u8(
-                    x.add(r * inp + b * act_block),
-                    act_block,
-                    block.as_mut_ptr(),
-                )
-            };
-            let offset_sum: i32 = block[..act_block].iter().map(|&u| i32::from(u)).sum();
-            // SAFETY: i < rows · nab.
-            unsafe {
-                *d.add(i) = dx;
-                *sums.add(i) = -128 * (offset_sum - 128 * act_block as i32);
+            let xb = x.wrapping_add(r * inp + b * act_block);
+            let load = |k: usize| unsafe { _mm512_loadu_ps(xb.add(16 * k)) };
+            let mut amax = _mm512_setzero_ps();
+            for k in 0..act_block / 16 {
+                amax = _mm512_max_ps(amax, _mm512_abs_ps(load(k)));
             }
-            for (g, quad) in block[..act_block].chunks_exact(GROUP).enumerate() {
-                // `u - 128` per byte: flip the sign bits back.
-                let signed = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]) ^ 0x8080_8080;
-                let group = b * act_block / GROUP + g;
-                // SAFETY: group < inp / 4 and r < rows, so the 4 bytes lie within `rows · inp`.
+            // Q8_0: d = max|x| / 127, values times 1/d (0 for an all-zero block).
+            let dx = _mm512_reduce_max_ps(amax) / 127.0;
+            let inv = _mm512_set1_ps(if dx != 0.0 { 1.0 / dx } else { 0.0 });
+            let mut sum = _mm512_setzero_si512();
+            for k in 0..act_block / 16 {
+                let y = _mm512_mul_ps(load(k), inv);
+                // Half away from zero: truncate, then step away from zero where |y − t| ≥ ½ (exact, as
+                // |y| ≤ 127).
+                let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let away =
+                    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(y, t)), half);
+                // ±1 with y's sign (integer ops: the float forms need AVX-512DQ).
+                let step = _mm512_castsi512_ps(_mm512_or_si512(
+                    _mm512_and_si512(_mm512_castps_si512(y), sign),
+                    one,
+                ));
+                let i = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, away, t, step));
+                sum = _mm512_add_epi32(sum, i);
+                // |q| ≤ 127: the saturating narrowing is exact. Four groups of 4 inputs, each to its slot.
+                let bytes = _mm512_cvtsepi32_epi8(i);
+                let group = (b * act_block + 16 * k) / GROUP;
+                let slot = |j: usize| q.wrapping_add(((group + j) * rows + r) * GROUP) as *mut i32;
+                // SAFETY: group + 3 < inp / 4 and r < rows: within the tile's rows · inp bytes.
                 unsafe {
-                    std::ptr::write_unaligned(q.add((group * rows + r) * GROUP) as *mut u32, signed)
-                };
+                    std::ptr::write_unaligned(slot(0), _mm_cvtsi128_si32(bytes));
+                    std::ptr::write_unaligned(slot(1), _mm_extract_epi32::<1>(bytes));
+                    std::ptr::write_unaligned(slot(2), _mm_extract_epi32::<2>(bytes));
+                    std::ptr::write_unaligned(slot(3), _mm_extract_epi32::<3>(bytes));
+                }
+            }
+            // SAFETY: r · nab + b < rows · nab.
+            unsafe {
+                *d.add(r * nab + b) = dx;
+                *sums.add(r * nab + b) = -128 * _mm512_reduce_add_epi32(sum);
             }
         }
     }
