@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn main() {
-    heap::keep_freed_memory();
+    let _ = heap::keep_freed_memory();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
