@@ -96,68 +96,60 @@ pub fn blocked_attention(
     };
     let block = (SCORE_BYTES / (padded * 4 * TILE_ROWS) * TILE_ROWS).clamp(MIN_ROWS, MAX_ROWS);
     let scale = scale as f32;
-    let mut out: Vec<f32> = Vec::with_capacity(b * nh * tq * d);
-    out.spare_capacity_mut()[..b * nh * tq * d]
-        .par_chunks_mut(tq * d)
-        .enumerate()
-        .flat_map(|(bh, o)| {
-            o.par_chunks_mut(block * d)
-                .enumerate()
-                .map(move |(i, o)| (bh, i * block, o))
-        })
-        .for_each(|(bh, row0, out)| {
-            let out = zeroed(out);
-            let (bi, h) = (bh / nh, bh % nh);
-            let g = h / rep;
-            let task = Task {
-                queries: q.row_ptr(bi, h, row0),
-                q_stride: q.row_stride,
-                rows: out.len() / d,
-                values: v.row_ptr(bi, g, 0),
-                v_stride: v.row_stride,
-                d,
-                // Keys visible to the block's last row (all of them without a mask).
-                keys: if causal {
-                    tk - tq + row0 + out.len() / d
-                } else {
-                    tk
-                },
-                first_visible: causal.then_some(tk - tq + row0 + 1),
-                scale,
-            };
-            let kv = bi * nkv + g;
-            SCRATCH.with(|s| {
-                if use_bf16 {
-                    PAIRS.with(|p| {
-                        task.run_bf16(
-                            &kt16[kv * key_len..][..key_len],
-                            &vp16[kv * value_len..][..value_len],
-                            &mut s.borrow_mut(),
-                            &mut p.borrow_mut(),
-                            out,
-                        )
-                    })
-                } else {
-                    task.run(
-                        &kt[kv * padded * d..][..padded * d],
+    // Token-major `(b, t_q, heads, d)`, returned as its `(b, heads, t_q, d)` view: the callers' next step,
+    // `transpose(1, 2)` and a reshape to `(b, t_q, heads · d)`, then copies nothing (that copy ran on the
+    // calling thread alone: ≈ 1 % of a vision tile, round 12).
+    let n_out = b * nh * tq * d;
+    let mut out: Vec<f32> = Vec::with_capacity(n_out);
+    let out_addr = out.spare_capacity_mut().as_mut_ptr() as usize;
+    let blocks = tq.div_ceil(block);
+    (0..b * nh * blocks).into_par_iter().for_each(|task_index| {
+        let (bh, row0) = (task_index / blocks, task_index % blocks * block);
+        let rows = block.min(tq - row0);
+        let (bi, h) = (bh / nh, bh % nh);
+        let g = h / rep;
+        let task = Task {
+            queries: q.row_ptr(bi, h, row0),
+            q_stride: q.row_stride,
+            rows,
+            values: v.row_ptr(bi, g, 0),
+            v_stride: v.row_stride,
+            d,
+            // Keys visible to the block's last row (all of them without a mask).
+            keys: if causal { tk - tq + row0 + rows } else { tk },
+            first_visible: causal.then_some(tk - tq + row0 + 1),
+            scale,
+            // Row `row0 + i` of head h: `rows` rows of d values, `heads · d` apart, that no other
+            // task writes.
+            out: (out_addr as *mut f32).wrapping_add(((bi * tq + row0) * nh + h) * d),
+            out_stride: nh * d,
+        };
+        let kv = bi * nkv + g;
+        SCRATCH.with(|s| {
+            if use_bf16 {
+                PAIRS.with(|p| {
+                    task.run_bf16(
+                        &kt16[kv * key_len..][..key_len],
+                        &vp16[kv * value_len..][..value_len],
                         &mut s.borrow_mut(),
-                        out,
+                        &mut p.borrow_mut(),
                     )
-                }
-            });
+                })
+            } else {
+                task.run(&kt[kv * padded * d..][..padded * d], &mut s.borrow_mut())
+            }
         });
-    // SAFETY: the tasks cover every (batch, head) and row block, and each initialised its own values.
-    unsafe { out.set_len(b * nh * tq * d) };
-    Ok(Some(Tensor::from_vec(
-        out,
-        (b, nh, tq, d),
-        &candle_core::Device::Cpu,
-    )?))
+    });
+    // SAFETY: the tasks cover every (batch, head) and row block, and each stored all of its values.
+    unsafe { out.set_len(n_out) };
+    Ok(Some(
+        Tensor::from_vec(out, (b, tq, nh, d), &candle_core::Device::Cpu)?.transpose(1, 2)?,
+    ))
 }
 
 /// `room` zeroed and seen as initialised values: the task that fills a buffer zeroes its own part, in
-/// parallel and in cache, instead of one thread zeroing all of it first (that zeroing, and the inputs'
-/// quantization buffers', were ≈ 4 % of a vision tile on the calling thread alone: round 12).
+/// parallel and in cache, instead of one thread zeroing all of it first (that zeroing, the attention
+/// output's and the int8 inputs' were ≈ 4 % of a vision tile on the calling thread alone: round 12).
 fn zeroed<T: Copy + Default>(room: &mut [std::mem::MaybeUninit<T>]) -> &mut [T] {
     for x in room.iter_mut() {
         x.write(T::default());
@@ -260,12 +252,16 @@ struct Task {
     keys: usize,
     /// For a causal block: how many keys its first row sees (row `i` sees `first_visible + i`).
     first_visible: Option<usize>,
+    /// The block's output: `rows` rows of `d` floats, `out_stride` apart, written by the value product
+    /// (without reading them first) and then normalised.
+    out: *mut f32,
+    out_stride: usize,
     scale: f32,
 }
 
 impl Task {
     /// The block in f32; `kt` is its kv head's Kᵀ panels from [`pack_kt`].
-    fn run(&self, kt: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
+    fn run(&self, kt: &[f32], scratch: &mut Vec<f32>) {
         let (rows, d) = (self.rows, self.d);
         let width = self.keys.next_multiple_of(PANEL);
         // Every score the block reads is written by the score product first, so the buffer is only grown,
@@ -332,15 +328,25 @@ impl Task {
                             width,
                             self.values.add(chunk0 * self.v_stride + c),
                             self.v_stride,
-                            out.as_mut_ptr().add(r0 * d + c),
-                            d,
+                            self.out.add(r0 * self.out_stride + c),
+                            self.out_stride,
                             chunk0 > 0,
                         )
                     };
                 }
             }
         }
-        for (row, sum) in out.chunks_mut(d).zip(sums) {
+        self.normalise(&sums);
+    }
+
+    /// Divides each output row by its probabilities' sum.
+    fn normalise(&self, sums: &[f32]) {
+        for (r, sum) in sums.iter().enumerate() {
+            // SAFETY: row r of the block's output, stored by the value product and written by no other
+            // task (see `out`).
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(self.out.add(r * self.out_stride), self.d)
+            };
             for o in row {
                 *o /= sum;
             }

@@ -62,7 +62,6 @@ impl Task {
         vp: &[u32],
         scratch: &mut Vec<f32>,
         pairs: &mut Vec<u32>,
-        out: &mut [f32],
     ) {
         let (rows, d, keys) = (self.rows, self.d, self.keys);
         let half_d = d / 2;
@@ -128,7 +127,7 @@ impl Task {
                 let m = TILE_ROWS.min(rows - r0);
                 for c in (0..d).step_by(TILE_COLS) {
                     // SAFETY: as above; V pair rows chunk0/2.. hold d pairs each (zero past t_k), the
-                    // probability rows half_w pairs apart, out rows d apart.
+                    // probability rows half_w pairs apart, out rows out_stride apart.
                     unsafe {
                         bf16_tiles::tile(
                             m,
@@ -137,18 +136,14 @@ impl Task {
                             half_w,
                             vp[chunk0 / 2 * d + c..].as_ptr(),
                             d,
-                            out[r0 * d + c..].as_mut_ptr(),
-                            d,
+                            self.out.add(r0 * self.out_stride + c),
+                            self.out_stride,
                             chunk0 > 0,
                         )
                     };
                 }
             }
         }
-        for (row, sum) in out.chunks_mut(d).zip(sums) {
-            for o in row {
-                *o /= sum;
-            }
-        }
+        self.normalise(&sums);
     }
 }
