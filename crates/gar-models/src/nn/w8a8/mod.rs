@@ -389,13 +389,6 @@ impl W8Matrix {
     #[cfg(target_arch = "x86_64")]
     fn run(&self, x: &[f32], m: usize, epilogue: &Epilogue) -> Vec<f32> {
         let (inp, out, ab) = (self.inp, self.out, self.act_block);
-        let finish = |c: *mut f32, r0: usize, rows: usize, p: usize| {
-            if !epilogue.is_empty() {
-                // SAFETY: `c` is the tile the kernel has just stored (see `for_each_tile`), and `matmul_then`
-                // checked that the epilogue fits the result.
-                unsafe { epilogue.apply(c, out, r0, rows, p) }
-            }
-        };
         let nab = inp / ab;
         match self.packing {
             Packing::Pairs => {
@@ -419,20 +412,15 @@ impl W8Matrix {
                             out,
                         )
                     };
-                    finish(c, r0, rows, p);
+                    if !epilogue.is_empty() {
+                        // SAFETY: `c` is the tile the kernel has just stored (see `for_each_tile`), and
+                        // `matmul_then` checked that the epilogue fits the result.
+                        unsafe { epilogue.apply(c, out, r0, rows, p) }
+                    }
                 })
             }
             Packing::Quads => {
-                let t0 = std::time::Instant::now();
                 let (xq, xd, sums) = pack_rows(x, inp, ab);
-                if std::env::var("GAR_QPROF").is_ok() {
-                    eprintln!(
-                        "pack {}x{} {:.3} ms",
-                        m,
-                        inp,
-                        t0.elapsed().as_secs_f64() * 1e3
-                    );
-                }
                 self.for_each_tile(m, inp, vnni::TILE_ROWS, |r0, rows, p, c| {
                     // SAFETY: as for `Pairs`, with AVX-512 VNNI checked; row tiles start at multiples of
                     // TILE_ROWS (see `for_each_tile`), so the tile's packed bytes start at row r0's offset.
